@@ -1,0 +1,187 @@
+"""`rlm-local`: run an RLM query, prepare models, manage the sandbox image, show engines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rlm_local.config import Budgets, EngineConfig, RLMConfig
+from rlm_local.errors import RLMError
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlm-local", description="Recursive Language Models on your own hardware.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show engine logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="answer a query over a context of any size")
+    run.add_argument("--context", required=True, help="a file, a folder of files, or - for standard input")
+    run.add_argument("--query", required=True, help="the question")
+    run.add_argument("--model", default=None, help="root model: catalog alias, local folder or Hugging Face id")
+    run.add_argument("--sub-model", default=None, help="sub-call model (default: the root model)")
+    run.add_argument("--base-url", default=None, help="use a remote OpenAI-compatible server (vllm serve, SGLang)")
+    run.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
+    run.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
+    run.add_argument("--profile", choices=["auto", "general", "small-coder"], default=None)
+    run.add_argument("--max-iterations", type=int, default=None)
+    run.add_argument("--max-subcalls", type=int, default=None)
+    run.add_argument("--max-tokens", type=int, default=None, help="token budget of the whole run")
+    run.add_argument("--deadline", type=float, default=None, help="wall-clock limit in seconds")
+    run.add_argument("--max-depth", type=int, default=None, help="1: sub-calls are plain LM calls; 2+: sub-RLMs")
+    run.add_argument("--max-model-len", type=int, default=None)
+    run.add_argument("--cell-timeout", type=float, default=None)
+    run.add_argument("--trajectory", type=Path, default=None, help="JSONL file of every turn and sub-call")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    models = commands.add_parser("models", help="list or prepare the offline catalog models")
+    models.add_argument("action", choices=["list", "prepare"], nargs="?", default="list")
+    models.add_argument("names", nargs="*", help="aliases to prepare (default: the default model)")
+
+    sandbox = commands.add_parser("sandbox", help="the Docker sandbox image and containers")
+    sandbox.add_argument("action", choices=["build", "gc", "status"])
+    sandbox.add_argument("--force", action="store_true", help="build: rebuild even if the image exists")
+    sandbox.add_argument("--all", action="store_true", help="gc: remove every rlm-local container, not only orphans")
+
+    engines = commands.add_parser("engines", help="show configured engines and live figures")
+    engines.add_argument("--config", type=Path, default=None, help="deployment TOML file")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RLMConfig:
+    """Defaults, then the TOML file, then command-line flags."""
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        import tomllib
+
+        try:
+            data = tomllib.loads(args.config.read_text()).get("rlm", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RLMError(f"cannot read config {args.config}: {exc}") from exc
+    config = RLMConfig.model_validate(data)
+    root: EngineConfig = config.root
+    if args.model:
+        root.model = args.model
+    if args.base_url:
+        root.backend, root.base_url = "openai", args.base_url
+    if args.max_model_len:
+        root.max_model_len = args.max_model_len
+    if args.sub_model and args.sub_model != root.model:
+        config.sub = root.model_copy(update={"model": args.sub_model})
+    budget_flags = {
+        "max_iterations": args.max_iterations,
+        "max_subcalls": args.max_subcalls,
+        "max_total_tokens": args.max_tokens,
+        "deadline_s": args.deadline,
+        "max_depth": args.max_depth,
+    }
+    config.budgets = Budgets.model_validate(
+        {**config.budgets.model_dump(), **{k: v for k, v in budget_flags.items() if v is not None}}
+    )
+    for field, value in (("sandbox", args.sandbox), ("profile", args.profile), ("cell_timeout_s", args.cell_timeout)):
+        if value is not None:
+            setattr(config, field, value)
+    return config
+
+
+def read_context_arg(value: str) -> Any:
+    """A path stays a path (the worker reads the file itself); stdin is spooled to a temporary file."""
+    if value != "-":
+        return Path(value)
+    if sys.stdin.isatty():
+        raise RLMError("--context - reads standard input, but nothing is piped in")
+    spool = tempfile.NamedTemporaryFile(prefix="rlm-stdin-", suffix=".txt", delete=False)  # noqa: SIM115
+    with spool:
+        while block := sys.stdin.buffer.read(1 << 20):
+            spool.write(block)
+    return Path(spool.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rlm_local.progress import ProgressView
+    from rlm_local.rlm import RLM
+
+    config = config_from_args(args)
+    context = read_context_arg(args.context)
+    try:
+        with RLM(config) as rlm:
+            if args.quiet:
+                result = rlm.completion(args.query, context, trajectory_path=args.trajectory)
+            else:
+                with ProgressView() as view:
+                    result = rlm.completion(args.query, context, trajectory_path=args.trajectory, listeners=[view])
+    finally:
+        if args.context == "-":
+            Path(context).unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps(result.summary(), indent=2, ensure_ascii=False))
+    else:
+        print(result.answer if result.answer is not None else "")
+        usage = result.usage
+        print(
+            f"[{result.stop_reason}: {result.stop_detail}; {result.turns} turns, {usage.sub_calls} sub-calls, "
+            f"{usage.total_tokens:,} tokens, cache hit {usage.cache_hit_rate:.0%}, {result.elapsed_s:.1f}s]",
+            file=sys.stderr,
+        )
+    return 0 if result.answer is not None else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rlm_local import models
+
+    if args.action == "prepare":
+        for name in args.names or [models.DEFAULT_MODEL]:
+            print(models.prepare_model(name))
+        return 0
+    for row in models.list_models():
+        print("\t".join(str(v) for v in (row.values() if isinstance(row, dict) else row)))
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from rlm_local.repl import docker_sandbox
+
+    if args.action == "build":
+        print(docker_sandbox.build_image(force=args.force))
+    elif args.action == "gc":
+        removed = docker_sandbox.gc_containers(all=args.all)
+        print(f"removed {removed if isinstance(removed, int) else len(removed)} container(s)")
+    else:
+        print("docker engine: " + ("answering" if docker_sandbox.docker_available() else "not answering"))
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from rlm_local import deployment
+
+    return deployment.engines_command(args.config)
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "sandbox": cmd_sandbox, "engines": cmd_engines}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        return COMMANDS[args.command](args)
+    except RLMError as exc:
+        print(f"rlm-local: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rlm-local: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

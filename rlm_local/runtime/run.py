@@ -1,0 +1,338 @@
+"""The RLM loop: the root model writes code, the REPL runs it, sub-calls go to the sub-model, until FINAL.
+
+The root conversation is append-only (earlier turns are never edited), so every turn's prompt extends the last one
+and the engine's prefix cache serves it. All limits live in `RunBudget`, on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm_local import prompts
+from rlm_local.budget import BudgetExceeded, RunBudget, StopReason
+from rlm_local.config import RLMConfig
+from rlm_local.context import PreparedContext, prepare_context
+from rlm_local.engines.base import Engine, GenerationRequest, SamplingOptions
+from rlm_local.errors import ModelError, PromptTooLong, RLMError
+from rlm_local.parsing import extract_code_blocks, find_final, strip_think
+from rlm_local.repl.sandbox import Sandbox
+from rlm_local.repl.session import CellResult, ReplSession
+from rlm_local.runtime.usage import Usage
+from rlm_local.trajectory import Trajectory
+from rlm_local.truncation import truncate_output
+
+PREVIEW_CHARS = 500
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class RunTree:
+    """What a run and all its sub-RLMs share: engines, sandbox, budget, accounting and record."""
+
+    config: RLMConfig
+    root_engine: Engine
+    sub_engine: Engine
+    sandbox: Sandbox
+    run_id: str
+    budget: RunBudget
+    trajectory: Trajectory
+    usage: Usage = field(default_factory=Usage)
+    faults: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    answer: str | None
+    stop_reason: StopReason
+    detail: str
+    turns: int
+
+
+class RLMRun:
+    """One (sub-)RLM: a query, a context, a REPL, and a conversation with the root model."""
+
+    def __init__(self, tree: RunTree, query: str, context: PreparedContext, depth: int = 0) -> None:
+        self.tree = tree
+        self.query = query
+        self.context = context
+        self.depth = depth
+        self.config = tree.config
+        self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model)
+        self.messages: list[dict[str, str]] = []
+        self.turn = 0
+
+    # ---- the loop ------------------------------------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        tree = self.tree
+        tree.trajectory.emit(
+            "run_start",
+            run_id=tree.run_id,
+            depth=self.depth,
+            query=self.query,
+            context=self.context.metadata(),
+            root_model=tree.root_engine.model,
+            sub_model=tree.sub_engine.model,
+            profile=self.profile.name,
+            sandbox=tree.sandbox.name,
+        )
+        self.messages = [
+            {"role": "system", "content": self._system_prompt()},
+            {
+                "role": "user",
+                "content": prompts.FIRST_USER.format(query=self.query, context_description=self.context.describe()),
+            },
+        ]
+        self._check_window()
+        session = ReplSession(
+            tree.sandbox,
+            self.context.file,
+            self._serve_subcalls,
+            cell_timeout_s=self.config.cell_timeout_s,
+            label=f"{tree.run_id}-d{self.depth}",
+        )
+        try:
+            await session.start()
+            return await self._turns(session)
+        except BudgetExceeded as stop:
+            return await self._stopped(session, stop)
+        finally:
+            await session.close()
+
+    async def _turns(self, session: ReplSession) -> Outcome:
+        max_turns = self.config.budgets.max_iterations
+        while self.turn < max_turns:
+            reply, meta = await self._root_turn()
+            blocks = extract_code_blocks(reply)
+            outputs, code_final = await self._run_blocks(session, blocks)
+            answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks), outputs=outputs)
+            self.tree.trajectory.emit("turn", **meta, code=blocks, outputs=outputs, final=answer, note=note)
+            if answer is not None:
+                return Outcome(answer, "final", "the model gave a final answer", self.turn)
+            self._append_feedback(outputs, note)
+            if self.tree.budget.exceeded is not None:
+                raise self.tree.budget.exceeded
+        return await self._force_final("max_iterations", f"all {max_turns} turns were used")
+
+    async def _root_turn(self, *, allow: StopReason | None = None) -> tuple[str, dict[str, Any]]:
+        tree = self.tree
+        tree.budget.check(allow=allow)
+        self.turn += 1
+        request = GenerationRequest(
+            messages=self.messages,
+            options=SamplingOptions(
+                max_tokens=self.config.root_max_tokens, temperature=self.config.temperature, seed=self.config.seed
+            ),
+            kind="root",
+            run_id=tree.run_id,
+            depth=self.depth,
+        )
+        generation = await tree.root_engine.generate(request)
+        tree.budget.charge(generation.prompt_tokens + generation.completion_tokens)
+        tree.usage.add("root", generation)
+        reply = strip_think(generation.text)
+        self.messages.append({"role": "assistant", "content": reply})
+        meta = {
+            "run_id": tree.run_id,
+            "depth": self.depth,
+            "turn": self.turn,
+            "prompt_tokens": generation.prompt_tokens,
+            "cached_tokens": generation.cached_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "latency_s": round(generation.latency_s, 4),
+            "queue_s": round(generation.queue_s, 4),
+            "response": reply,
+        }
+        return reply, meta
+
+    async def _run_blocks(self, session: ReplSession, blocks: list[str]) -> tuple[list[str], str | None]:
+        outputs: list[str] = []
+        for code in blocks:
+            result = await session.execute(code)
+            if result.fault:
+                self.tree.faults.append(result.fault)
+                self.tree.trajectory.emit("fault", run_id=self.tree.run_id, depth=self.depth, fault=result.fault)
+            outputs.append(self._format_cell(result))
+            if result.final is not None:
+                return outputs, result.final
+            if self.tree.budget.exceeded is not None or result.error:
+                break  # later blocks usually depend on the one that failed
+        return outputs, None
+
+    async def _resolve_final(
+        self, session: ReplSession, reply: str, code_final: str | None, *, ran_code: bool, outputs: list[str]
+    ) -> tuple[str | None, str | None]:
+        """The answer, if this turn gave one; else a note for the model about a FINAL that could not be used."""
+        if code_final is not None:
+            return code_final, None
+        final = find_final(reply)
+        if final is None:
+            return None, None
+        if final.is_variable or _IDENTIFIER.match(final.value):
+            value = await session.get_var(final.value)
+            if value is not None:
+                return value, None
+            if final.is_variable:
+                return None, f"FINAL_VAR({final.value}): there is no variable named {final.value!r} in the REPL."
+        if ran_code:
+            # A literal answer written before the code's output was seen is a guess: show the output first.
+            return None, "You wrote FINAL before seeing this output. If it is right, reply with FINAL(...) again."
+        return final.value, None
+
+    def _append_feedback(self, outputs: list[str], note: str | None) -> None:
+        if outputs:
+            output = (
+                outputs[0] if len(outputs) == 1 else "\n".join(f"[block {i + 1}]\n{o}" for i, o in enumerate(outputs))
+            )
+            reminder = prompts.CONTINUE_REMINDER.format(
+                turn=self.turn + 1, max_turns=self.config.budgets.max_iterations
+            )
+        else:
+            output, reminder = "(no code was run)", prompts.NO_CODE_REMINDER
+        if note:
+            reminder = f"{note}\n{reminder}"
+        self.messages.append({"role": "user", "content": prompts.NEXT_USER.format(output=output, reminder=reminder)})
+
+    def _format_cell(self, result: CellResult) -> str:
+        limit = self.config.output_chars
+        parts = []
+        if result.stdout:
+            parts.append(truncate_output(result.stdout, limit, result.stdout_chars).rstrip("\n"))
+        if result.stderr:
+            parts.append("stderr:\n" + truncate_output(result.stderr, limit // 2, result.stderr_chars).rstrip("\n"))
+        if result.error and not result.fault:
+            parts.append(result.error)
+        if result.fault:
+            parts.append(prompts.STATE_LOST_NOTE.format(fault=result.fault))
+        return "\n".join(parts) if parts else "(no output: use print() to see values)"
+
+    # ---- ending --------------------------------------------------------------------------------------------------
+    async def _force_final(self, reason: StopReason, detail: str) -> Outcome:
+        """One more root turn, told to answer now; its FINAL (or, failing that, its text) is the answer."""
+        last = self.messages[-1]
+        if last["role"] == "user":  # not yet sent to the model, so the conversation stays append-only
+            last["content"] = f"{last['content']}\n\n{prompts.FORCE_FINAL}"
+        else:
+            self.messages.append({"role": "user", "content": prompts.FORCE_FINAL})
+        reply, meta = await self._root_turn(allow=reason if reason == "max_subcalls" else None)
+        final = find_final(reply)
+        answer = final.value if final is not None else (reply.strip() or None)
+        self.tree.trajectory.emit("turn", **meta, code=[], outputs=[], final=answer, note="forced final answer")
+        return Outcome(answer, reason, detail, self.turn)
+
+    async def _stopped(self, session: ReplSession, stop: BudgetExceeded) -> Outcome:
+        """A budget ran out: answer from what we have if the budget still allows a root call."""
+        if stop.reason == "max_subcalls":
+            try:
+                return await self._force_final(stop.reason, stop.detail)
+            except (BudgetExceeded, RLMError):
+                pass
+        return Outcome(None, stop.reason, stop.detail, self.turn)
+
+    # ---- prompts -------------------------------------------------------------------------------------------------
+    def _system_prompt(self) -> str:
+        return self.profile.system_prompt(
+            context_hint=f"a {self.context.type_name}",
+            sub_window=self.tree.sub_engine.max_model_len,
+            output_chars=self.config.output_chars,
+            allow_rlm_query=self.depth + 1 < self.config.budgets.max_depth,
+        )
+
+    def _check_window(self) -> None:
+        engine = self.tree.root_engine
+        if not engine.max_model_len:
+            return
+        needed = engine.count_tokens(self.messages) + 64
+        if needed > engine.max_model_len:
+            raise ModelError(
+                f"the root model's window ({engine.max_model_len:,} tokens) is smaller than the system prompt and "
+                f"query ({needed:,} tokens): use a model with a longer window or raise --max-model-len"
+            )
+
+    # ---- sub-calls (called by the REPL session while a cell runs) -------------------------------------------------
+    async def _serve_subcalls(self, kind: str, prompt_list: list[str], options: dict[str, Any]) -> list[str]:
+        budget = self.tree.budget
+        granted = budget.take_subcalls(len(prompt_list))
+        if kind == "rlm_query" and self.depth + 1 < self.config.budgets.max_depth:
+            calls = [self._sub_rlm(p, options.get("context")) for p in prompt_list[:granted]]
+        else:
+            calls = [self._llm_call(p, options, kind) for p in prompt_list[:granted]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        answers = [r if isinstance(r, str) else _subcall_error(r) for r in results]
+        refused = f"Error: not run: {budget.exceeded.detail}" if budget.exceeded else "Error: not run"
+        return answers + [refused] * (len(prompt_list) - granted)
+
+    async def _llm_call(self, prompt: str, options: dict[str, Any], kind: str) -> str:
+        tree = self.tree
+        tree.budget.check(allow="max_subcalls")
+        ceiling = self.config.sub_max_tokens * 4
+        max_tokens = _int_option(options, "max_tokens", self.config.sub_max_tokens, 1, ceiling)
+        temperature = _float_option(options, "temperature", self.config.temperature, 0.0, 2.0)
+        request = GenerationRequest(
+            messages=[{"role": "user", "content": prompt}],
+            options=SamplingOptions(max_tokens=max_tokens, temperature=temperature, seed=self.config.seed),
+            kind="sub",
+            run_id=tree.run_id,
+            depth=self.depth + 1,
+        )
+        started = time.monotonic()
+        event: dict[str, Any] = {"run_id": tree.run_id, "depth": self.depth + 1, "kind": kind, "chars": len(prompt)}
+        try:
+            generation = await tree.sub_engine.generate(request)
+        except PromptTooLong as exc:
+            tree.trajectory.emit("subcall", **event, error=str(exc), latency_s=time.monotonic() - started)
+            return (
+                f"Error: {exc}. Send a shorter prompt: split the text into pieces of at most about "
+                f"{max(1000, (exc.window - 512) * prompts.CHARS_PER_TOKEN):,} characters."
+            )
+        tree.budget.charge(generation.prompt_tokens + generation.completion_tokens)
+        tree.usage.add("sub", generation)
+        tree.trajectory.emit(
+            "subcall",
+            **event,
+            prompt_tokens=generation.prompt_tokens,
+            cached_tokens=generation.cached_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_s=round(generation.latency_s, 4),
+            queue_s=round(generation.queue_s, 4),
+            prompt_preview=prompt[:200],
+            response_preview=generation.text[:PREVIEW_CHARS],
+        )
+        return strip_think(generation.text)
+
+    async def _sub_rlm(self, query: str, context: Any) -> str:
+        tree = self.tree
+        tree.usage.sub_rlm_runs += 1
+        prepared = prepare_context(context if context is not None else query)
+        try:
+            outcome = await RLMRun(tree, query, prepared, self.depth + 1).run()
+        finally:
+            prepared.cleanup()
+        tree.trajectory.emit(
+            "sub_rlm",
+            run_id=tree.run_id,
+            depth=self.depth + 1,
+            query=query[:200],
+            answer=outcome.answer,
+            stop_reason=outcome.stop_reason,
+        )
+        return outcome.answer if outcome.answer is not None else f"Error: sub-RLM stopped: {outcome.detail}"
+
+
+def _subcall_error(exc: BaseException) -> str:
+    if isinstance(exc, BudgetExceeded):
+        return f"Error: not run: {exc.detail}"
+    return f"Error: {type(exc).__name__}: {exc}"
+
+
+def _int_option(options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = options.get(key, default)
+    return max(low, min(high, value)) if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _float_option(options: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = options.get(key, default)
+    return max(low, min(high, float(value))) if isinstance(value, int | float) else default

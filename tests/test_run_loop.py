@@ -1,0 +1,253 @@
+"""The run loop with a scripted LM and the real process worker: finals, budgets, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedEngine, repl
+
+from rlm_local.config import Budgets, RLMConfig
+from rlm_local.errors import ContextError, ModelError
+from rlm_local.repl.process_sandbox import ProcessSandbox
+from rlm_local.rlm import RLM
+
+CONTEXT = "filler text. " * 2000 + "The secret number is 4217. " + "more filler. " * 2000
+
+
+def run(engine: ScriptedEngine, context=CONTEXT, query="What is the secret number?", **config) -> object:
+    budgets = config.pop("budgets", {})
+    cfg = RLMConfig(budgets=Budgets(**budgets), sandbox="process", **config)
+
+    async def go():
+        async with RLM(cfg, root_engine=engine, sandbox=ProcessSandbox()) as rlm:
+            return await rlm.acompletion(query, context)
+
+    return asyncio.run(go())
+
+
+def test_final_after_code_output():
+    engine = ScriptedEngine(
+        [repl("import re\nprint(re.search(r'secret number is (\\d+)', context).group(1))"), "FINAL(4217)"]
+    )
+    result = run(engine)
+    assert result.answer == "4217" and result.stop_reason == "final" and result.turns == 2
+    assert "4217" in engine.root_prompts[1][-1]["content"]  # the model saw the output
+
+
+def test_context_never_enters_the_prompt():
+    engine = ScriptedEngine(["FINAL(x)"])
+    run(engine)
+    assert all("4217" not in m["content"] for m in engine.root_prompts[0])
+    assert f"{len(CONTEXT):,} characters" in engine.root_prompts[0][1]["content"]
+
+
+def test_root_conversation_is_append_only():
+    engine = ScriptedEngine([repl("print(1)"), repl("print(2)"), "FINAL(done)"])
+    run(engine)
+    first, second, third = engine.root_prompts
+    assert second[: len(first)] == first and third[: len(second)] == second
+
+
+def test_final_var_reads_the_variable():
+    engine = ScriptedEngine([repl("answer = 'forty ' + 'two'"), "FINAL_VAR(answer)"])
+    assert run(engine).answer == "forty two"
+
+
+def test_final_var_in_same_reply_as_code():
+    engine = ScriptedEngine(["```repl\nanswer = 6 * 7\n```\nFINAL_VAR(answer)"])
+    result = run(engine)
+    assert result.answer == "42" and result.turns == 1
+
+
+def test_final_of_a_bare_variable_name_uses_its_value():
+    engine = ScriptedEngine([repl("result = 'from the repl'"), "FINAL(result)"])
+    assert run(engine).answer == "from the repl"
+
+
+def test_final_called_inside_code_finishes():
+    engine = ScriptedEngine([repl("x = 5\nFINAL(x * 2)\nprint('not reached?')")])
+    result = run(engine)
+    assert result.answer == "10" and result.turns == 1
+
+
+def test_final_inside_a_fence_is_not_taken():
+    engine = ScriptedEngine([repl("print('FINAL(wrong)')\n# FINAL(wrong)"), "FINAL(right)"])
+    result = run(engine)
+    assert result.answer == "right" and result.turns == 2
+
+
+def test_literal_final_written_with_code_waits_for_the_output():
+    engine = ScriptedEngine(["```repl\nprint(2 + 2)\n```\nFINAL(5)", "FINAL(4)"])
+    result = run(engine)
+    assert result.answer == "4" and result.turns == 2
+    assert "before seeing this output" in engine.root_prompts[1][-1]["content"]
+
+
+def test_missing_final_var_is_reported_to_the_model():
+    engine = ScriptedEngine(["FINAL_VAR(nope)", "FINAL(ok)"])
+    result = run(engine)
+    assert result.answer == "ok"
+    assert "no variable named 'nope'" in engine.root_prompts[1][-1]["content"]
+
+
+def test_no_code_no_final_gets_a_reminder():
+    engine = ScriptedEngine(["I think...", "FINAL(ok)"])
+    run(engine)
+    assert "no ```repl code block" in engine.root_prompts[1][-1]["content"]
+
+
+def test_exceptions_are_shown_as_short_tracebacks():
+    engine = ScriptedEngine([repl("x = 1\nundefined_name + 1"), "FINAL(ok)"])
+    run(engine)
+    shown = engine.root_prompts[1][-1]["content"]
+    assert "NameError" in shown and "line 2" in shown and "repl_worker" not in shown
+
+
+def test_think_blocks_are_stripped_before_parsing():
+    engine = ScriptedEngine(["<think>FINAL(wrong)</think>\nFINAL(right)"])
+    assert run(engine).answer == "right"
+
+
+def test_iterations_budget_forces_a_final_answer():
+    engine = ScriptedEngine([repl("print(1)")] * 3 + ["FINAL(best guess)"])
+    result = run(engine, budgets={"max_iterations": 3})
+    assert result.stop_reason == "max_iterations" and result.answer == "best guess" and result.turns == 4
+    assert "no turns left" in engine.root_prompts[-1][-1]["content"]
+
+
+def test_subcall_budget_stops_the_run():
+    engine = ScriptedEngine([repl("r = llm_query_batched(['a'] * 5)\nprint(r)"), "FINAL(partial)"])
+    result = run(engine, budgets={"max_subcalls": 3})
+    assert result.stop_reason == "max_subcalls" and "3" in result.stop_detail
+    assert len(engine.sub_prompts) == 3
+    assert result.answer == "partial"  # one forced final turn, no more sub-calls
+
+
+def test_token_budget_stops_the_run():
+    engine = ScriptedEngine([repl("print(1)")] * 10)
+    result = run(engine, budgets={"max_total_tokens": 50})
+    assert result.stop_reason == "max_tokens" and result.answer is None and result.turns == 1
+
+
+def test_deadline_stops_the_run():
+    engine = ScriptedEngine([repl("import time\ntime.sleep(5)")] * 5)
+    result = run(engine, budgets={"deadline_s": 1.0})
+    assert result.stop_reason == "deadline" and result.elapsed_s < 4
+
+
+def test_depth_budget_makes_rlm_query_a_plain_call():
+    engine = ScriptedEngine([repl("print(rlm_query('sub question'))"), "FINAL(ok)"])
+    result = run(engine, budgets={"max_depth": 1})
+    assert result.usage.sub_rlm_runs == 0 and engine.sub_prompts == ["sub question"]
+
+
+def test_depth_two_starts_a_sub_rlm_with_its_own_repl():
+    def root(messages):
+        first = messages[1]["content"]
+        if "inner question" in first:  # the sub-RLM
+            return repl("FINAL(len(context))")
+        if len(messages) == 2:
+            return repl("print(rlm_query('inner question', context='abcdef'))")
+        return "FINAL(outer done)"
+
+    engine = ScriptedEngine(root)
+    result = run(engine, budgets={"max_depth": 2})
+    assert result.answer == "outer done" and result.usage.sub_rlm_runs == 1
+    assert "6" in engine.root_prompts[-1][-1]["content"]
+
+
+def test_batch_with_one_failing_prompt():
+    def sub(prompt):
+        if prompt == "bad":
+            raise RuntimeError("engine hiccup")
+        return prompt.upper()
+
+    engine = ScriptedEngine([repl("r = llm_query_batched(['a', 'bad', 'c'])\nprint(r)"), "FINAL(ok)"], sub=sub)
+    run(engine)
+    shown = engine.root_prompts[1][-1]["content"]
+    assert "'A'" in shown and "'C'" in shown and "engine hiccup" in shown
+
+
+def test_batched_subcalls_reach_the_engine_concurrently():
+    engine = ScriptedEngine(
+        [repl("print(len(llm_query_batched([str(i) for i in range(16)])))"), "FINAL(ok)"], delay_s=0.05
+    )
+    run(engine)
+    assert engine.max_concurrent == 16
+
+
+def test_oversized_subcall_prompt_tells_the_model_to_split():
+    engine = ScriptedEngine([repl("print(llm_query(context))"), "FINAL(ok)"], max_model_len=3000)
+    run(engine)
+    assert "Send a shorter prompt" in engine.root_prompts[1][-1]["content"]
+
+
+def test_worker_cannot_raise_host_budgets():
+    attack = (
+        "import gc, sys\n"
+        "for obj in gc.get_objects():\n"
+        "    if hasattr(obj, 'max_subcalls'):\n"
+        "        obj.max_subcalls = 10**9\n"
+        "globals()['max_subcalls'] = 10**9\n"
+        "print(llm_query_batched(['x'] * 4))"
+    )
+    engine = ScriptedEngine([repl(attack), "FINAL(done)"])
+    result = run(engine, budgets={"max_subcalls": 2})
+    assert len(engine.sub_prompts) == 2 and result.stop_reason == "max_subcalls"
+
+
+def test_cell_timeout_keeps_state_and_run_goes_on():
+    engine = ScriptedEngine([repl("keep = 7\nwhile True: pass"), repl("print(keep)"), "FINAL(ok)"])
+    result = run(engine, cell_timeout_s=1.0)
+    assert result.answer == "ok"
+    assert "time limit" in engine.root_prompts[1][-1]["content"]
+    assert "7" in engine.root_prompts[2][-1]["content"]
+
+
+def test_worker_crash_is_recovered_and_reported():
+    engine = ScriptedEngine([repl("keep = 1\nimport os\nos._exit(9)"), repl("print(len(context))"), "FINAL(ok)"])
+    result = run(engine)
+    assert result.answer == "ok" and result.faults
+    assert "variables were lost" in engine.root_prompts[1][-1]["content"]
+    assert str(len(CONTEXT)) in engine.root_prompts[2][-1]["content"]
+
+
+def test_trajectory_file_records_turns_and_subcalls(tmp_path: Path):
+    engine = ScriptedEngine([repl("print(llm_query('hi'))"), "FINAL(ok)"])
+    path = tmp_path / "t.jsonl"
+    run(engine, trajectory_path=path)
+    import json
+
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "subcall" in kinds and kinds.count("turn") == 2
+    assert events[-1]["answer"] == "ok"
+
+
+def test_list_and_dict_contexts():
+    engine = ScriptedEngine([repl("print(type(context).__name__, len(context), context[1])"), "FINAL(ok)"])
+    run(engine, context=["doc one", "doc two", "doc three"])
+    assert "list 3 doc two" in engine.root_prompts[1][-1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [("", "empty"), ("   ", "empty"), ([], "empty"), (Path("/no/such/file.txt"), "not found")],
+)
+def test_bad_context_gives_clear_errors(context, message):
+    with pytest.raises(ContextError, match=message):
+        run(ScriptedEngine(["FINAL(x)"]), context=context)
+
+
+def test_binary_file_is_refused(tmp_path: Path):
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x7fELF\x00\x00\x01" * 100)
+    with pytest.raises(ContextError, match="binary"):
+        run(ScriptedEngine(["FINAL(x)"]), context=binary)
+
+
+def test_window_smaller_than_system_prompt():
+    with pytest.raises(ModelError, match="smaller than the system prompt"):
+        run(ScriptedEngine(["FINAL(x)"], max_model_len=50))
