@@ -58,6 +58,10 @@ class RLMConfig(BaseModel):
     profile: Literal["auto", "general", "small-coder"] = "auto"
     sandbox: Literal["auto", "docker", "process"] = "auto"
     docker_image: str = "rlm-local-sandbox:latest"
+    sandbox_pool_size: int = Field(1, ge=0)  # started containers kept ready, so a run or sub-RLM never waits
+    sandbox_memory: str = "4g"  # per container, memory and memory+swap alike; the context lives in it
+    sandbox_cpus: float = Field(1.0, gt=0)
+    sandbox_runtime: str | None = None  # e.g. "runsc" for gVisor, where installed
     cell_timeout_s: float = Field(120.0, gt=0)  # compute time of one cell; time spent in sub-calls is not counted
     output_chars: int = Field(2000, ge=200)  # cell output shown to the root model (head and tail)
     root_max_tokens: int = Field(1024, ge=16)

@@ -7,6 +7,7 @@ type, total characters, number and lengths of chunks — is described to the roo
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import os
 import tempfile
@@ -89,11 +90,19 @@ def prepare_context(value: ContextInput, workdir: Path | None = None) -> Prepare
     raise ContextError(f"unsupported context type {type(value).__name__}: use str, a path, list[str] or dict")
 
 
+@functools.cache
+def private_dir() -> Path:
+    """A folder only this user can enter, for contexts given as values (they may be private data)."""
+    return Path(tempfile.mkdtemp(prefix="rlm-local-"))
+
+
 def _write_json_or_text(
     value: str | list[str] | dict[str, str], type_name: str, lengths: list[int], source: str, workdir: Path | None
 ) -> PreparedContext:
     kind = "text" if isinstance(value, str) else "json"
-    fd, name = tempfile.mkstemp(prefix="rlm-context-", suffix=".txt" if kind == "text" else ".json", dir=workdir)
+    suffix = ".txt" if kind == "text" else ".json"
+    fd, name = tempfile.mkstemp(prefix="rlm-context-", suffix=suffix, dir=workdir or private_dir())
+    os.fchmod(fd, 0o644)  # readable by the sandbox user through a hard link; the folder itself is private
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         if isinstance(value, str):
             f.write(value)

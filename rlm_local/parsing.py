@@ -80,12 +80,16 @@ class FinalAnswer:
 
 
 _FINAL = re.compile(r"\bFINAL(_VAR)?\s*\(")
+_FINAL_ANY_CASE = re.compile(r"\bFINAL(_VAR)?\s*\(", re.IGNORECASE)
 
 
-def find_final(text: str) -> FinalAnswer | None:
-    """The first FINAL(...) or FINAL_VAR(...) outside code; one at the start of a line wins over one in prose."""
-    prose = outside_code(text)
-    matches = list(_FINAL.finditer(prose))
+def find_final(text: str, *, lenient: bool = False) -> FinalAnswer | None:
+    """The first FINAL(...) or FINAL_VAR(...) outside code; one at the start of a line wins over one in prose.
+
+    `lenient` (for the last, forced turn) also accepts `Final(...)` and a FINAL written inside a code block.
+    """
+    prose = text if lenient else outside_code(text)
+    matches = list((_FINAL_ANY_CASE if lenient else _FINAL).finditer(prose))
     if not matches:
         return None
     at_line_start = [m for m in matches if _line_start(prose, m)]

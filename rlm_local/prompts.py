@@ -33,7 +33,7 @@ When you are done, reply with FINAL(your answer) outside any code block, or FINA
 with the value of a REPL variable. Inside code you may also call FINAL(value) or FINAL_VAR("name")."""
 
 SMALL_CODER_SYSTEM = """You are a Python programmer. A long text is stored in the Python variable `context` \
-({context_hint}). It is too long to read, so you write Python code to search it. You must answer the user's \
+({context_hint}). It is too long to read, so you write Python code to search it, and you answer the user's \
 question about it.
 
 Tools inside the code:
@@ -43,34 +43,32 @@ Tools inside the code:
 {rlm_query_line}
 Rules:
 1. Reply with Python code in a ```repl block. Use print() to see results.
-2. When you know the answer, reply with FINAL(answer) on its own line, outside the code.
-3. Never invent an answer: find it in `context` with code.
+2. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
+3. Never invent an answer: find it in `context` with code. Do not run the same code twice."""
 
-Example 1 (looking up a fact):
-User: Question: What is the launch code for the rocket?
-Assistant:
-```repl
-import re
-for m in re.finditer(r"launch code", context, re.IGNORECASE):
-    print(context[max(0, m.start() - 200): m.end() + 200])
-```
-User: Output:
-... the launch code for the rocket is 7731-ALPHA. The crew ...
-Assistant: FINAL(7731-ALPHA)
-
-Example 2 (reading everything):
-User: Question: Which cities are mentioned as hosting a festival?
-Assistant:
-```repl
-size = {chunk_chars}
-chunks = [context[i:i + size] for i in range(0, len(context), size)]
-answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c for c in chunks])
-found = [a for a in answers if "NONE" not in a]
-print(len(chunks), found)
-```
-User: Output:
-12 ['Lyon', 'Oslo']
-Assistant: FINAL(Lyon, Oslo)"""
+# Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
+# the shape of these turns; told the same thing in prose it only wrote comments, and with the example inside the
+# system prompt it re-ran the example's code turn after turn instead of answering).
+SMALL_CODER_EXAMPLES = (
+    (
+        "What is the launch code for the rocket?",
+        1_204_332,
+        'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
+        "    print(context[max(0, m.start() - 200): m.end() + 200])",
+        "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
+        "7731-ALPHA",
+    ),
+    (
+        "Which cities are mentioned as hosting a festival?",
+        803_517,
+        "size = {chunk_chars}\nchunks = [context[i:i + size] for i in range(0, len(context), size)]\n"
+        'answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c '
+        "for c in chunks])\n"
+        'found = [a for a in answers if "NONE" not in a]\nprint(len(chunks), found)',
+        "12 ['Lyon', 'Oslo']",
+        "Lyon, Oslo",
+    ),
+)
 
 RLM_QUERY_LINE = (
     "- `rlm_query(query: str, context=None) -> str`: starts a sub-agent like you, with its own REPL over the "
@@ -86,7 +84,11 @@ NEXT_USER = """Output:
 
 {reminder}"""
 
-CONTINUE_REMINDER = "Turn {turn} of {max_turns}. Write more code, or if you know the answer reply FINAL(answer)."
+CONTINUE_REMINDER = (
+    "Turn {turn} of {max_turns}. If the output above answers the question, reply FINAL(answer). "
+    "Otherwise write different code."
+)
+REPEATED_CODE_NOTE = "You already ran exactly this code before; it gave the same output."
 NO_CODE_REMINDER = (
     "Your reply had no ```repl code block and no FINAL(...). Write code in a ```repl block, or answer with "
     "FINAL(answer)."
@@ -102,22 +104,37 @@ STATE_LOST_NOTE = "Note: {fault}."
 class Profile:
     name: str
     system: str
+    examples: tuple[tuple[str, int, str, str, str], ...] = ()  # (query, context chars, code, output, answer)
 
-    def system_prompt(self, *, context_hint: str, sub_window: int, output_chars: int, allow_rlm_query: bool) -> str:
+    def opening(
+        self, *, context_hint: str, sub_window: int, output_chars: int, allow_rlm_query: bool, max_turns: int
+    ) -> list[dict[str, str]]:
+        """System prompt and worked examples: the same for every run with the same settings (prefix-cached)."""
         sub_chars = max(1000, (sub_window - 512) * CHARS_PER_TOKEN)  # room for instructions and the answer
-        return self.system.format(
-            context_hint=context_hint,
-            sub_window=sub_window,
-            sub_chars=sub_chars,
-            chunk_chars=min(sub_chars * 2 // 3, 100_000),
-            output_chars=output_chars,
-            rlm_query_line=RLM_QUERY_LINE if allow_rlm_query else "",
-        )
+        fields = {
+            "context_hint": context_hint,
+            "sub_window": sub_window,
+            "sub_chars": sub_chars,
+            "chunk_chars": min(sub_chars * 2 // 3, 100_000),
+            "output_chars": output_chars,
+            "rlm_query_line": RLM_QUERY_LINE if allow_rlm_query else "",
+        }
+        messages = [{"role": "system", "content": self.system.format(**fields)}]
+        for query, chars, code, output, answer in self.examples:
+            description = f"`context` is a str of {chars:,} characters."
+            reminder = CONTINUE_REMINDER.format(turn=2, max_turns=max_turns)
+            messages += [
+                {"role": "user", "content": FIRST_USER.format(query=query, context_description=description)},
+                {"role": "assistant", "content": f"```repl\n{code.format(**fields)}\n```"},
+                {"role": "user", "content": NEXT_USER.format(output=output, reminder=reminder)},
+                {"role": "assistant", "content": f"FINAL({answer})"},
+            ]
+        return messages
 
 
 PROFILES = {
     "general": Profile("general", GENERAL_SYSTEM),
-    "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM),
+    "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM, SMALL_CODER_EXAMPLES),
 }
 
 _SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)

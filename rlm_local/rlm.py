@@ -48,7 +48,13 @@ def make_sandbox(config: RLMConfig) -> Sandbox:
     from rlm_local.repl import docker_sandbox
 
     if config.sandbox == "docker" or docker_sandbox.docker_available():
-        return docker_sandbox.DockerSandbox(image=config.docker_image)
+        return docker_sandbox.DockerSandbox(
+            image=config.docker_image,
+            pool_size=config.sandbox_pool_size,
+            mem_limit=config.sandbox_memory,
+            cpus=config.sandbox_cpus,
+            runtime=config.sandbox_runtime,
+        )
     log.warning(
         "no Docker engine answers: model-written code runs on this host WITHOUT isolation (sandbox 'process'). "
         "Start Docker and run `rlm-local sandbox build` for the isolated default."

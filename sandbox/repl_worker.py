@@ -58,7 +58,7 @@ class Channel:
             try:
                 self._sock.connect(path)
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError, PermissionError):  # not there, or not yet opened
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.002)

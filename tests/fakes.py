@@ -27,7 +27,7 @@ class ScriptedEngine(Engine):
     ) -> None:
         self.root = root
         self.sub = sub
-        self.model = "scripted-0.5b"
+        self.model = "scripted"
         self.max_model_len = max_model_len
         self.cached_fraction = cached_fraction
         self.delay_s = delay_s

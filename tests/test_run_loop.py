@@ -251,3 +251,18 @@ def test_binary_file_is_refused(tmp_path: Path):
 def test_window_smaller_than_system_prompt():
     with pytest.raises(ModelError, match="smaller than the system prompt"):
         run(ScriptedEngine(["FINAL(x)"], max_model_len=50))
+
+
+def test_small_models_get_worked_examples_as_chat_turns():
+    engine = ScriptedEngine(["FINAL(x)"])
+    engine.model = "Qwen2.5-Coder-0.5B-Instruct"
+    run(engine)
+    messages = engine.root_prompts[0]
+    assert [m["role"] for m in messages[:5]] == ["system", "user", "assistant", "user", "assistant"]
+    assert messages[4]["content"].startswith("FINAL(") and "What is the secret number?" in messages[-1]["content"]
+
+
+def test_repeated_code_is_pointed_out():
+    engine = ScriptedEngine([repl("print(1)"), repl("print(1)"), "FINAL(ok)"])
+    run(engine)
+    assert "already ran exactly this code" in engine.root_prompts[2][-1]["content"]

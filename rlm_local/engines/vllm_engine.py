@@ -56,7 +56,10 @@ def prepare_cpu_environment(config: EngineConfig) -> None:
     if config.on_gpu():
         return
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.cpu_kv_cache_gib))))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")  # 'auto' was seen leaving a core idle on 2 cores
+    # 'auto' binds one thread per physical core and reserves one for the scheduler: on a 2-vCPU machine that left a
+    # core idle. Bind compute threads to every CPU this process may use instead.
+    cpus = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 

@@ -245,13 +245,16 @@ class ReplSession:
 
 
 def _place_file(source: Path, target: Path) -> None:
-    """Hard-link when possible (instant for a 1 GB context), else copy; readable by the worker's user."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-    with contextlib.suppress(OSError):
-        os.chmod(target, 0o644)
+    """Hard-link when possible (instant for a 1 GB context), else copy; readable by the worker's user.
+
+    A hard link shares the user's file permissions, so a file that others may not read is copied instead of
+    being made world-readable."""
+    if source.stat().st_mode & 0o004:
+        with contextlib.suppress(OSError):
+            os.link(source, target)
+            return
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o644)
 
 
 def _cell_result(message: dict[str, Any]) -> CellResult:

@@ -18,7 +18,7 @@ from rlm_local.config import RLMConfig
 from rlm_local.context import PreparedContext, prepare_context
 from rlm_local.engines.base import Engine, GenerationRequest, SamplingOptions
 from rlm_local.errors import ModelError, PromptTooLong, RLMError
-from rlm_local.parsing import extract_code_blocks, find_final, strip_think
+from rlm_local.parsing import extract_code_blocks, find_final, outside_code, strip_think
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession
 from rlm_local.runtime.usage import Usage
@@ -64,6 +64,7 @@ class RLMRun:
         self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model)
         self.messages: list[dict[str, str]] = []
         self.turn = 0
+        self._seen_code: set[str] = set()
 
     # ---- the loop ------------------------------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -80,7 +81,7 @@ class RLMRun:
             sandbox=tree.sandbox.name,
         )
         self.messages = [
-            {"role": "system", "content": self._system_prompt()},
+            *self._opening(),
             {
                 "role": "user",
                 "content": prompts.FIRST_USER.format(query=self.query, context_description=self.context.describe()),
@@ -107,8 +108,12 @@ class RLMRun:
         while self.turn < max_turns:
             reply, meta = await self._root_turn()
             blocks = extract_code_blocks(reply)
+            repeated = any(block in self._seen_code for block in blocks)
+            self._seen_code.update(blocks)
             outputs, code_final = await self._run_blocks(session, blocks)
-            answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks), outputs=outputs)
+            answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks))
+            if repeated and answer is None:
+                note = f"{note}\n{prompts.REPEATED_CODE_NOTE}" if note else prompts.REPEATED_CODE_NOTE
             self.tree.trajectory.emit("turn", **meta, code=blocks, outputs=outputs, final=answer, note=note)
             if answer is not None:
                 return Outcome(answer, "final", "the model gave a final answer", self.turn)
@@ -163,7 +168,7 @@ class RLMRun:
         return outputs, None
 
     async def _resolve_final(
-        self, session: ReplSession, reply: str, code_final: str | None, *, ran_code: bool, outputs: list[str]
+        self, session: ReplSession, reply: str, code_final: str | None, *, ran_code: bool
     ) -> tuple[str | None, str | None]:
         """The answer, if this turn gave one; else a note for the model about a FINAL that could not be used."""
         if code_final is not None:
@@ -218,8 +223,10 @@ class RLMRun:
         else:
             self.messages.append({"role": "user", "content": prompts.FORCE_FINAL})
         reply, meta = await self._root_turn(allow=reason if reason == "max_subcalls" else None)
-        final = find_final(reply)
-        answer = final.value if final is not None else (reply.strip() or None)
+        final = find_final(reply, lenient=True)
+        answer = final.value if final is not None else (outside_code(reply).strip() or None)
+        if answer in ("", "None"):
+            answer = None
         self.tree.trajectory.emit("turn", **meta, code=[], outputs=[], final=answer, note="forced final answer")
         return Outcome(answer, reason, detail, self.turn)
 
@@ -233,12 +240,13 @@ class RLMRun:
         return Outcome(None, stop.reason, stop.detail, self.turn)
 
     # ---- prompts -------------------------------------------------------------------------------------------------
-    def _system_prompt(self) -> str:
-        return self.profile.system_prompt(
+    def _opening(self) -> list[dict[str, str]]:
+        return self.profile.opening(
             context_hint=f"a {self.context.type_name}",
             sub_window=self.tree.sub_engine.max_model_len,
             output_chars=self.config.output_chars,
             allow_rlm_query=self.depth + 1 < self.config.budgets.max_depth,
+            max_turns=self.config.budgets.max_iterations,
         )
 
     def _check_window(self) -> None:
