@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rlm_local.config import Budgets, EngineConfig, RLMConfig
-from rlm_local.errors import RLMError
+from rlm_local.errors import ConfigError, RLMError
 
 EXIT_ERROR = 2
 
@@ -57,7 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RLMConfig:
-    """Defaults, then the TOML file, then command-line flags."""
+    """Defaults, then the TOML file, then command-line flags; invalid values become one clear error."""
+    try:
+        return _config_from_args(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _config_from_args(args: argparse.Namespace) -> RLMConfig:
     data: dict[str, Any] = {}
     if args.config is not None:
         import tomllib
@@ -106,12 +116,21 @@ def read_context_arg(value: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rlm_local.context import PreparedContext, prepare_context
+    from rlm_local.models import resolve_model
     from rlm_local.progress import ProgressView
     from rlm_local.rlm import RLM
 
     config = config_from_args(args)
+    if not args.query.strip():
+        raise RLMError("the query is empty")
     context = read_context_arg(args.context)
     try:
+        # Everything a user can get wrong is checked before the engine spends a minute starting.
+        context = prepare_context(context)
+        for engine in (config.root, config.sub):
+            if engine is not None and engine.backend == "vllm":
+                resolve_model(engine.model)
         with RLM(config) as rlm:
             if args.quiet:
                 result = rlm.completion(args.query, context, trajectory_path=args.trajectory)
@@ -120,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     result = rlm.completion(args.query, context, trajectory_path=args.trajectory, listeners=[view])
     finally:
         if args.context == "-":
-            Path(context).unlink(missing_ok=True)
+            Path(context.file.path if isinstance(context, PreparedContext) else context).unlink(missing_ok=True)
     if args.json:
         print(json.dumps(result.summary(), indent=2, ensure_ascii=False))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+SMALL_CHUNK_CHARS = 20_000  # what a small sub-model reads well, and prefills quickly on a CPU
 CHARS_PER_TOKEN = 3  # conservative, so that advice on chunk sizes leaves room for the sub-model's answer
 
 GENERAL_SYSTEM = """You answer a query about a context that is far too large to read at once. The context is \
@@ -44,20 +45,14 @@ Tools inside the code:
 Rules:
 1. Reply with Python code in a ```repl block. Use print() to see results.
 2. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
-3. Never invent an answer: find it in `context` with code. Do not run the same code twice."""
+3. To find one fact, search `context` with `re` for words of the question. To answer from the whole text, split it
+   into chunks and ask `llm_query_batched` about each chunk.
+4. Never invent an answer: find it in `context` with code. Do not run the same code twice."""
 
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
 # the shape of these turns; told the same thing in prose it only wrote comments, and with the example inside the
 # system prompt it re-ran the example's code turn after turn instead of answering).
 SMALL_CODER_EXAMPLES = (
-    (
-        "What is the launch code for the rocket?",
-        1_204_332,
-        'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
-        "    print(context[max(0, m.start() - 200): m.end() + 200])",
-        "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
-        "7731-ALPHA",
-    ),
     (
         "Which cities are mentioned as hosting a festival?",
         803_517,
@@ -67,6 +62,14 @@ SMALL_CODER_EXAMPLES = (
         'found = [a for a in answers if "NONE" not in a]\nprint(len(chunks), found)',
         "12 ['Lyon', 'Oslo']",
         "Lyon, Oslo",
+    ),
+    (
+        "What is the launch code for the rocket?",
+        1_204_332,
+        'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
+        "    print(context[max(0, m.start() - 200): m.end() + 200])",
+        "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
+        "7731-ALPHA",
     ),
 )
 
@@ -115,7 +118,7 @@ class Profile:
             "context_hint": context_hint,
             "sub_window": sub_window,
             "sub_chars": sub_chars,
-            "chunk_chars": min(sub_chars * 2 // 3, 100_000),
+            "chunk_chars": min(sub_chars // 2, SMALL_CHUNK_CHARS),
             "output_chars": output_chars,
             "rlm_query_line": RLM_QUERY_LINE if allow_rlm_query else "",
         }

@@ -16,7 +16,7 @@ from typing import Any
 
 from rlm_local.budget import RunBudget
 from rlm_local.config import EngineConfig, RLMConfig
-from rlm_local.context import ContextInput, prepare_context
+from rlm_local.context import ContextInput, PreparedContext, prepare_context
 from rlm_local.engines.base import Engine
 from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
@@ -113,7 +113,7 @@ class RLM:
     async def acompletion(
         self,
         query: str,
-        context: ContextInput,
+        context: ContextInput | PreparedContext,
         *,
         run_id: str | None = None,
         trajectory_path: Path | None = None,
@@ -122,7 +122,7 @@ class RLM:
         """Answer `query` over `context`. Bad input raises `RLMError`; a run that stops early returns its reason."""
         if not query or not query.strip():
             raise RLMError("the query is empty")
-        prepared = prepare_context(context)
+        prepared = context if isinstance(context, PreparedContext) else prepare_context(context)
         await self.start()
         assert self.root_engine and self.sub_engine and self.sandbox
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -178,7 +178,7 @@ class RLM:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
 
-    def completion(self, query: str, context: ContextInput, **kwargs: Any) -> RLMResult:
+    def completion(self, query: str, context: ContextInput | PreparedContext, **kwargs: Any) -> RLMResult:
         """Synchronous `acompletion`; engines stay warm between calls until `close()`."""
         return self._run_sync(self.acompletion(query, context, **kwargs))
 

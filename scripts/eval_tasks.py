@@ -32,7 +32,8 @@ async def evaluate(args: argparse.Namespace) -> int:
         for seed in range(args.seeds):
             task = TASKS[args.task](seed)
             started = time.monotonic()
-            result = await rlm.acompletion(task.query, task.context)
+            trajectory = args.trajectory_dir / f"{args.task}-{seed}.jsonl" if args.trajectory_dir else None
+            result = await rlm.acompletion(task.query, task.context, trajectory_path=trajectory)
             ok = result.answer is not None and task.answer.lower() in result.answer.lower()
             correct += ok
             print(
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--sandbox", default="process")
     parser.add_argument("--profile", default="auto")
     parser.add_argument("--max-iterations", type=int, default=6)
+    parser.add_argument("--trajectory-dir", type=Path, default=None, help="write one JSONL trajectory per task")
     parser.add_argument("-v", "--verbose", action="store_true")
     return asyncio.run(evaluate(parser.parse_args()))
 

@@ -91,7 +91,7 @@ class RLMRun:
         session = ReplSession(
             tree.sandbox,
             self.context.file,
-            self._serve_subcalls,
+            self.serve_subcalls,
             cell_timeout_s=self.config.cell_timeout_s,
             label=f"{tree.run_id}-d{self.depth}",
         )
@@ -261,7 +261,7 @@ class RLMRun:
             )
 
     # ---- sub-calls (called by the REPL session while a cell runs) -------------------------------------------------
-    async def _serve_subcalls(self, kind: str, prompt_list: list[str], options: dict[str, Any]) -> list[str]:
+    async def serve_subcalls(self, kind: str, prompt_list: list[str], options: dict[str, Any]) -> list[str]:
         budget = self.tree.budget
         granted = budget.take_subcalls(len(prompt_list))
         if kind == "rlm_query" and self.depth + 1 < self.config.budgets.max_depth:

@@ -1,0 +1,107 @@
+"""End to end on the real vLLM engine with the real Qwen2.5-Coder-0.5B-Instruct, in the Docker sandbox.
+
+One engine and one sandbox serve the whole module (engine start-up is the slow part on CPU).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rlm_local.config import Budgets, EngineConfig, RLMConfig
+from rlm_local.engines.vllm_engine import VLLMEngine
+from rlm_local.repl.docker_sandbox import DockerSandbox
+from rlm_local.repl.process_sandbox import ProcessSandbox
+from rlm_local.rlm import RLM
+from rlm_local.synthetic import counting_task, needle_task
+
+pytestmark = [pytest.mark.engine, pytest.mark.asyncio(loop_scope="module")]
+
+NEEDLE_SEEDS = range(5)
+NEEDLE_CHARS = 300_000  # ~3x the model's 32K-token window
+
+
+@pytest.fixture(scope="module")
+async def engine():
+    engine = await VLLMEngine.start(EngineConfig(max_model_len=16384, cpu_kv_cache_gib=3))
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture(scope="module")
+async def docker_sandbox():
+    sandbox = DockerSandbox(pool_size=1)
+    yield sandbox
+    await sandbox.close()
+
+
+def config(**budgets) -> RLMConfig:
+    return RLMConfig(budgets=Budgets(max_iterations=6, **budgets), sandbox="docker")
+
+
+async def test_needle_in_a_haystack_in_docker(engine, docker_sandbox):
+    """At least 4 of 5 seeded needle tasks over 300,000 characters answered correctly."""
+    rlm = RLM(config(), root_engine=engine, sandbox=docker_sandbox)
+    outcomes = []
+    for seed in NEEDLE_SEEDS:
+        task = needle_task(seed, chars=NEEDLE_CHARS)
+        assert len(task.context) >= NEEDLE_CHARS
+        result = await rlm.acompletion(task.query, task.context)
+        outcomes.append((task.answer, result.answer, result.stop_reason))
+        assert result.usage.root_prompt_tokens < engine.max_model_len * result.turns  # context never in a prompt
+    correct = sum(1 for expected, got, _ in outcomes if got and expected in got)
+    assert correct >= 4, outcomes
+
+
+async def test_needle_with_the_process_sandbox(engine):
+    rlm = RLM(
+        RLMConfig(budgets=Budgets(max_iterations=6), sandbox="process"), root_engine=engine, sandbox=ProcessSandbox()
+    )
+    task = needle_task(11, chars=NEEDLE_CHARS)
+    result = await rlm.acompletion(task.query, task.context)
+    assert result.answer and task.answer in result.answer
+
+
+async def test_batched_subcalls_over_sixteen_chunks_are_aggregated(engine, docker_sandbox):
+    """The model's code fans out over 16 documents with llm_query_batched and aggregates the answers."""
+    task = counting_task(3, documents=16, chars_per_document=1_500)
+    query = (
+        "For each document in `context` (a list), ask the helper model with ONE call to llm_query_batched whether "
+        "the document says a door is painted a colour, answer YES or NO. Then count the YES answers and give "
+        "that number as FINAL(number)."
+    )
+    rlm = RLM(config(), root_engine=engine, sandbox=docker_sandbox)
+    result = await rlm.acompletion(query, task.context)
+    subcalls = [e for e in result.trajectory if e["event"] == "subcall"]
+    assert len(subcalls) >= 16
+    yes = sum(1 for e in subcalls if "YES" in e["response_preview"].upper())
+    assert result.answer is not None
+    numbers = [int(n) for n in re.findall(r"\d+", result.answer)]
+    assert numbers and numbers[0] == yes, (result.answer, yes)
+
+
+async def test_prefix_cache_serves_later_root_turns(engine, docker_sandbox):
+    rlm = RLM(config(), root_engine=engine, sandbox=docker_sandbox)
+    task = needle_task(7, chars=50_000)
+    result = await rlm.acompletion(task.query, task.context)
+    turns = [e for e in result.trajectory if e["event"] == "turn"]
+    assert turns[0]["prompt_tokens"] > 0
+    if len(turns) > 1:
+        assert all(t["cached_tokens"] > 0 for t in turns[1:])
+    # A second run shares the system prompt and worked examples: its first turn hits the cache too.
+    again = await rlm.acompletion(task.query, task.context)
+    first = next(e for e in again.trajectory if e["event"] == "turn")
+    assert first["cached_tokens"] > 0
+
+
+async def test_window_smaller_than_system_prompt_is_a_clear_error():
+    from rlm_local.errors import ModelError
+
+    small = await VLLMEngine.start(EngineConfig(max_model_len=256, cpu_kv_cache_gib=1))
+    try:
+        rlm = RLM(RLMConfig(sandbox="process"), root_engine=small, sandbox=ProcessSandbox())
+        with pytest.raises(ModelError, match="smaller than the system prompt"):
+            await rlm.acompletion("What is the code?", "some text " * 100)
+    finally:
+        await small.close()
