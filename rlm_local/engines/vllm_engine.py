@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -188,8 +189,13 @@ class VLLMEngine(Engine):
         return {**super().describe(), "in_flight": self._in_flight, "max_num_seqs": self.max_num_seqs}
 
     async def close(self) -> None:
+        if self._llm is None:
+            return
         with contextlib.suppress(Exception):
             self._llm.shutdown()
+        # Drop the engine now: collected at interpreter exit, its __del__ fails noisily on a half-torn-down runtime.
+        self._llm = None
+        gc.collect()
 
 
 def _request_timing(output: Any) -> tuple[float, float | None]:
