@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlm_local.repl import docker_sandbox
-from rlm_local.repl.docker_sandbox import DockerSandbox, build_image, image_status
+from rlm_local.repl.docker_client import ENGINE_HINT, docker_available
+from rlm_local.repl.docker_image import DEFAULT_IMAGE, build_image, image_status
+from rlm_local.repl.docker_sandbox import DockerSandbox
 from rlm_local.repl.session import ContextFile, ReplSession
 
 
@@ -50,8 +51,8 @@ async def start_session(sandbox: DockerSandbox, context: Path | None) -> tuple[R
 
 
 async def main(args: argparse.Namespace) -> int:
-    if not docker_sandbox.docker_available(timeout=5):
-        print(f"the Docker engine does not answer: {docker_sandbox.ENGINE_HINT}", file=sys.stderr)
+    if not docker_available(timeout=5):
+        print(f"the Docker engine does not answer: {ENGINE_HINT}", file=sys.stderr)
         return 1
     if image_status() != "ok":
         build_image()
@@ -162,7 +163,7 @@ async def main(args: argparse.Namespace) -> int:
         ("warm-pool start <= 50 ms", figures["pool"] <= 0.050),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"\nDocker sandbox benchmark ({docker_sandbox.DEFAULT_IMAGE}, {sys.platform})")
+    print(f"\nDocker sandbox benchmark ({DEFAULT_IMAGE}, {sys.platform})")
     print("-" * (width + 32))
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>12}  {note}")

@@ -136,7 +136,7 @@ fi
 BASE_ID="$(docker image inspect -f '{{ .Id }}' "$BASE")"
 
 # ---- 2. sandbox image -------------------------------------------------------------------------------------------
-# The same digest is computed by rlm_local.repl.docker_sandbox.source_digest(): Dockerfile then worker, sha256.
+# The same digest is computed by rlm_local.repl.docker_image.source_digest(): Dockerfile then worker, sha256.
 DIGEST="$(cat "$SANDBOX_DIR/Dockerfile" "$SANDBOX_DIR/repl_worker.py" | sha256sum | cut -c1-64)"
 if [[ "$FORCE" == 0 ]] && image_exists "$IMAGE" \
     && [[ "$(image_label "$IMAGE" rlm-local.source-digest)" == "$DIGEST" ]] \

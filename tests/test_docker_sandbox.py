@@ -21,16 +21,15 @@ from pathlib import Path
 import pytest
 
 from rlm_local.errors import SandboxError
-from rlm_local.repl import docker_sandbox
+from rlm_local.repl.docker_cleanup import LABEL, LABEL_PID
+from rlm_local.repl.docker_client import _client
+from rlm_local.repl.docker_image import DEFAULT_IMAGE, image_status
 from rlm_local.repl.docker_sandbox import (
     CONTAINER_DIR,
-    LABEL,
-    LABEL_PID,
     DockerSandbox,
     build_image,
     docker_available,
     gc_containers,
-    image_status,
 )
 from rlm_local.repl.session import CellResult, ContextFile, ReplSession
 
@@ -47,7 +46,7 @@ async def echo_subcalls(kind: str, prompts: list[str], options: dict) -> list[st
 
 
 def docker_client():
-    return docker_sandbox._client()
+    return _client()
 
 
 def containers_of(pid: int) -> list[dict]:
@@ -65,7 +64,7 @@ def image() -> str:
     if image_status() != "ok":
         build_image()
     assert image_status() == "ok"
-    return docker_sandbox.DEFAULT_IMAGE
+    return DEFAULT_IMAGE
 
 
 @pytest.fixture(scope="module")

@@ -8,62 +8,54 @@ the worker connects to (a Unix socket on a read-only bind mount accepts connecti
 Never a TCP port, never the Docker socket.
 
 The Docker SDK is blocking: async methods call it through `asyncio.to_thread`, and the warm pool is refilled by one
-background thread. Every container carries the label ``rlm-local.sandbox=1`` and its owner's pid; the containers this
-process started are removed on close, at exit, on Ctrl-C and on SIGTERM, and `gc_containers()` removes those whose
-owner died without cleaning up (``rlm-local sandbox gc``).
+background thread. Building and checking the image is `docker_image`; the ownership labels, the cleanup of this
+process's containers at exit and `gc_containers()` are `docker_cleanup`. The names other code uses
+(`docker_available`, `build_image`, `gc_containers`) are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import hashlib
-import io
 import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tarfile
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlm_local.errors import SandboxError
+from rlm_local.repl.docker_cleanup import (
+    LABEL_DIR,
+    _in_parallel,
+    _install_cleanup,
+    _owner_labels,
+    _remove_dir,
+    creation_finished,
+    forget_container,
+    gc_containers,
+    register_container,
+    registry_lock,
+    shutting_down,
+)
+from rlm_local.repl.docker_client import _client, _is_not_found, _short, docker_available
+from rlm_local.repl.docker_image import BUILD_HINT, DEFAULT_IMAGE, WORKER_PATH, build_image, image_status
 from rlm_local.repl.sandbox import SOCKET_NAME, Sandbox, WorkerSlot
-from rlm_local.repl.worker_files import sandbox_dir
+
+__all__ = ["DockerSandbox", "DockerSlot", "build_image", "docker_available", "gc_containers"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "rlm-local-sandbox:latest"
-DEFAULT_BASE_IMAGE = "python:3.12-slim"  # the Dockerfile's default, for hosts that can reach a registry
-OFFLINE_BASE_IMAGE = "rlm-local-base:bookworm"  # built by scripts/build_sandbox_image.sh with debootstrap
 CONTAINER_DIR = "/rlm"  # where the channel folder appears inside the container
-WORKER_PATH = "/opt/rlm/repl_worker.py"
 SANDBOX_USER = "10001:10001"
 PROBE_NAME = ".ready.sock"  # the pool's readiness probe, removed from the channel folder before a run
-
-LABEL = "rlm-local.sandbox"
-LABEL_PID = "rlm-local.owner-pid"
-LABEL_START = "rlm-local.owner-start"
-LABEL_HOST = "rlm-local.owner-host"
-LABEL_DIR = "rlm-local.host-dir"
-LABEL_DIGEST = "rlm-local.source-digest"
-
-ENGINE_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), or use `--sandbox process` "
-    "for development (not isolated)"
-)
-BUILD_HINT = "build it with `rlm-local sandbox build` (or `bash scripts/build_sandbox_image.sh`)"
 
 # The container's command. It compiles the worker and imports its modules while the container waits in the pool, so
 # that a run starts as soon as the host socket appears (~100 ms of imports saved), then runs it in this process.
@@ -114,317 +106,6 @@ while not writable():
 sys.argv = sys.argv[1:]
 exec(code, {"__name__": "__main__", "__file__": worker, "__builtins__": __builtins__})
 """
-
-
-# ---- engine ----------------------------------------------------------------------------------------------------------
-def _docker_module() -> Any:
-    try:
-        import docker
-    except ImportError as exc:
-        raise SandboxError("the Docker SDK for Python is missing: pip install docker") from exc
-    return docker
-
-
-def _client(timeout: float = 60.0) -> Any:
-    """A Docker client that answers a ping, or SandboxError saying how to start an engine."""
-    docker = _docker_module()
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as exc:
-        raise SandboxError(f"the Docker engine does not answer ({_short(exc)}): {ENGINE_HINT}") from exc
-    return client
-
-
-def docker_available(timeout: float = 2.0) -> bool:
-    """Whether a Docker engine answers a ping within `timeout` seconds."""
-    try:
-        docker = _docker_module()
-        client = docker.from_env(timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    """docker.errors.NotFound and its subclasses (ImageNotFound), or any 404 from the engine."""
-    return (
-        any(cls.__name__ == "NotFound" for cls in type(exc).__mro__)
-        or getattr(getattr(exc, "response", None), "status_code", None) == 404
-    )
-
-
-# ---- image -------------------------------------------------------------------------------------------------------
-def source_digest(directory: Path | None = None) -> str | None:
-    """sha256 of the Dockerfile then the worker: the label a sandbox image built from these sources carries.
-
-    The same digest is computed by scripts/build_sandbox_image.sh; None if the Dockerfile is not installed.
-    """
-    directory = directory or sandbox_dir()
-    try:
-        data = (directory / "Dockerfile").read_bytes() + (directory / "repl_worker.py").read_bytes()
-    except OSError:
-        return None
-    return hashlib.sha256(data).hexdigest()
-
-
-def image_status(image: str = DEFAULT_IMAGE, client: Any = None) -> str:
-    """'missing', 'outdated' (built by `build_image` from another worker or Dockerfile), or 'ok'."""
-    client = client or _client()
-    try:
-        attrs = client.api.inspect_image(image)
-    except Exception as exc:
-        if _is_not_found(exc):
-            return "missing"
-        raise SandboxError(f"cannot inspect the sandbox image {image}: {_short(exc)}") from exc
-    expected = source_digest()
-    built_from = ((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_DIGEST)
-    if expected is not None and built_from is not None and built_from != expected:
-        return "outdated"
-    return "ok"  # an image built by hand (`docker build sandbox/`) has no digest label: taken as it is
-
-
-def _build_script() -> Path | None:
-    package_root = Path(__file__).resolve().parent.parent
-    for candidate in (
-        package_root.parent / "scripts" / "build_sandbox_image.sh",
-        sandbox_dir() / "build_sandbox_image.sh",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def build_image(
-    image: str = DEFAULT_IMAGE,
-    *,
-    base_image: str | None = None,
-    force: bool = False,
-    log_line: Callable[[str], None] | None = None,
-) -> str:
-    """Build the sandbox image (quick when it is up to date) and return its name; `rlm-local sandbox build`.
-
-    With `base_image=None` the base is `rlm-local-base:bookworm`, made without any registry by
-    scripts/build_sandbox_image.sh (debootstrap, needs root); give `base_image="python:3.12-slim"` to build on the
-    official image instead (pulled when online). Where the script is not installed, the image is built with the SDK on
-    `base_image` or python:3.12-slim. Raises SandboxError with the reason and what to do.
-    """
-    say = log_line or (lambda line: print(line, file=sys.stderr, flush=True))
-    script = _build_script()
-    if script is not None and shutil.which("docker") and shutil.which("bash"):
-        command = ["bash", str(script), "--image", image]
-        if base_image:
-            command += ["--base", base_image]
-        if force:
-            command.append("--force")
-        env = {**os.environ, "RLM_SANDBOX_DIR": str(sandbox_dir())}
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        tail: deque[str] = deque(maxlen=20)
-        assert process.stderr is not None
-        for line in process.stderr:
-            line = line.rstrip()
-            if line:
-                tail.append(line)
-                say(line)
-        process.wait()
-        if process.returncode != 0:
-            raise SandboxError(f"building the sandbox image {image} failed:\n" + "\n".join(tail))
-        return image
-    return _build_with_sdk(image, base_image or DEFAULT_BASE_IMAGE, force, say)
-
-
-def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str], None]) -> str:
-    client = _client(timeout=600)
-    directory = sandbox_dir()
-    digest = source_digest(directory)
-    if digest is None:
-        raise SandboxError(f"the sandbox Dockerfile is missing from this installation ({directory})")
-    if not force and image_status(image, client) == "ok":
-        say(f"{image} is up to date")
-        return image
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name in ("Dockerfile", "repl_worker.py"):
-            tar.add(str(directory / name), arcname=name)
-    context.seek(0)
-    say(f"building {image} on {base_image}")
-    try:
-        client.images.build(
-            fileobj=context,
-            custom_context=True,
-            tag=image,
-            buildargs={"BASE_IMAGE": base_image},
-            labels={LABEL_DIGEST: digest, "rlm-local.base": base_image},
-            rm=True,
-        )
-    except Exception as exc:
-        raise SandboxError(
-            f"building the sandbox image {image} on {base_image} failed ({_short(exc)}); without a registry, "
-            "build it with `bash scripts/build_sandbox_image.sh` (debootstrap)"
-        ) from exc
-    say(f"built {image}")
-    return image
-
-
-# ---- who owns a container --------------------------------------------------------------------------------------------
-def _process_start(pid: int) -> str:
-    """The kernel's start time of a process (clock ticks since boot), to tell a reused pid apart; '' if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _owner_alive(labels: dict[str, str]) -> bool:
-    try:
-        pid = int(labels.get(LABEL_PID, ""))
-    except ValueError:
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    start = labels.get(LABEL_START, "")
-    return not start or _process_start(pid) in ("", start)
-
-
-def _owner_labels() -> dict[str, str]:
-    pid = os.getpid()
-    return {LABEL: "1", LABEL_PID: str(pid), LABEL_START: _process_start(pid), LABEL_HOST: socket.gethostname()}
-
-
-def _remove_dir(path: str | Path | None, *, prune: bool = False) -> None:
-    """Remove a channel folder (with `prune`, its sandbox root too once empty); only folders named here are touched."""
-    if not path:
-        return
-    path = Path(path)
-    if not path.name.startswith("rlm-slot-"):
-        return
-    shutil.rmtree(path, ignore_errors=True)
-    if prune and path.parent.name.startswith("rlm-docker-"):
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()
-
-
-def gc_containers(*, all: bool = False, client: Any = None) -> list[str]:
-    """Remove sandbox containers whose owner process is gone (every sandbox container with `all=True`).
-
-    Containers owned by a process on another host are left alone unless `all` is set. Returns the removed names.
-    """
-    client = client or _client()
-    removed = []
-    here = socket.gethostname()
-    for info in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
-        labels = info.get("Labels") or {}
-        if not all and (labels.get(LABEL_HOST, here) != here or _owner_alive(labels)):
-            continue
-        name = (info.get("Names") or ["/" + info["Id"][:12]])[0].lstrip("/")
-        try:
-            client.api.remove_container(info["Id"], force=True)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                log.warning("cannot remove sandbox container %s: %s", name, _short(exc))
-                continue
-        if labels.get(LABEL_HOST, here) == here:
-            _remove_dir(labels.get(LABEL_DIR), prune=True)
-        removed.append(name)
-    return removed
-
-
-# ---- cleanup of this process's containers, whatever way it ends -----------------------------------------------------
-_registry_lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, maybe inside a lock
-_live: dict[str, str] = {}  # container name -> channel folder, for every container this process has not removed yet
-_creating = 0  # container creations in flight
-_creating_done = threading.Condition(_registry_lock)
-_shutting_down = False
-_cleanup_installed = False
-_signals_installed = False
-
-
-def _install_cleanup() -> None:
-    """atexit once; SIGTERM / SIGHUP handlers once the main thread gets here (where they are still the default)."""
-    global _cleanup_installed, _signals_installed
-    with _registry_lock:
-        if not _cleanup_installed:
-            _cleanup_installed = True
-            atexit.register(_cleanup_all)
-        if _signals_installed or threading.current_thread() is not threading.main_thread():
-            return
-        _signals_installed = True
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(ValueError, OSError):
-                if signal.getsignal(signum) in (signal.SIG_DFL, None):
-                    signal.signal(signum, _on_terminate)
-
-
-def _on_terminate(signum: int, frame: object) -> None:
-    """SIGTERM / SIGHUP: remove our containers, then die of the signal as the default action would."""
-    _cleanup_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _in_parallel(function: Callable[[Any], None], items: list[Any]) -> None:
-    """Run `function` on every item in threads; one after the other where no thread can start (interpreter exit).
-
-    Not concurrent.futures: it refuses new work once the interpreter is shutting down, when atexit runs.
-    """
-    threads = [threading.Thread(target=function, args=(item,), daemon=True) for item in items]
-    started = 0
-    try:
-        for thread in threads:
-            thread.start()
-            started += 1
-    except RuntimeError:
-        for item in items[started:]:
-            function(item)
-    for thread in threads[:started]:
-        thread.join(60)
-
-
-def _cleanup_all() -> None:
-    """Remove every container this process started and still holds; used at exit and on SIGTERM."""
-    global _shutting_down
-    with _registry_lock:
-        _shutting_down = True
-        deadline = time.monotonic() + 10
-        while _creating and time.monotonic() < deadline:  # a container being created now is registered when done
-            _creating_done.wait(0.1)
-        items = list(_live.items())
-    if not items:
-        return
-    try:
-        client = _docker_module().from_env(timeout=30)
-    except Exception:
-        return
-
-    def remove(item: tuple[str, str]) -> None:
-        name, host_dir = item
-        try:
-            client.api.remove_container(name, force=True)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                return
-        _remove_dir(host_dir, prune=True)
-        with _registry_lock:
-            _live.pop(name, None)
-
-    _in_parallel(remove, items)
-    with contextlib.suppress(Exception):
-        client.close()
 
 
 # ---- slots -----------------------------------------------------------------------------------------------------------
@@ -630,17 +311,11 @@ class DockerSandbox(Sandbox):
 
         With `wait_ready` (the pool), return only once the worker inside is loaded and waiting for a run.
         """
-        global _creating
         assert self._root is not None
         host_dir = Path(tempfile.mkdtemp(prefix="rlm-slot-", dir=self._root))
         os.chmod(host_dir, 0o755)  # the container's user must reach the context and the socket
         name = f"rlm-local-{os.getpid()}-{secrets.token_hex(4)}"
-        with _registry_lock:
-            if _shutting_down:
-                _remove_dir(host_dir)
-                raise SandboxError("the process is exiting")
-            _live[name] = str(host_dir)
-            _creating += 1
+        register_container(name, host_dir)
         api = self._api()
         probe: socket.socket | None = None
         environment = {"RLM_IDLE_LIMIT_S": str(int(self.max_idle_s))}
@@ -703,8 +378,8 @@ class DockerSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 api.remove_container(name, force=True)
             _remove_dir(host_dir)
-            with _registry_lock, self._lock:
-                _live.pop(name, None)
+            with registry_lock, self._lock:
+                forget_container(name)
                 self._owned.pop(name, None)
             if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
                 raise
@@ -716,9 +391,7 @@ class DockerSandbox(Sandbox):
                 probe.close()
                 with contextlib.suppress(OSError):
                     os.unlink(host_dir / PROBE_NAME)
-            with _registry_lock:
-                _creating -= 1
-                _creating_done.notify_all()
+            creation_finished()
         return slot
 
     def _await_probe(self, probe: socket.socket, slot: DockerSlot) -> None:
@@ -732,7 +405,7 @@ class DockerSandbox(Sandbox):
             except TimeoutError:
                 pass
             now = time.monotonic()
-            if self._closed or _shutting_down:
+            if self._closed or shutting_down():
                 raise SandboxError("the sandbox is closing")
             if now > deadline:
                 raise SandboxError(
@@ -762,8 +435,8 @@ class DockerSandbox(Sandbox):
             if not _is_not_found(exc) and "already in progress" not in str(exc):
                 log.warning("cannot remove sandbox container %s: %s", slot.name, _short(exc))
         _remove_dir(slot.host_dir)
-        with _registry_lock, self._lock:
-            _live.pop(slot.name, None)
+        with registry_lock, self._lock:
+            forget_container(slot.name)
             self._owned.pop(slot.name, None)
 
     def _refill_loop(self) -> None:
@@ -805,7 +478,7 @@ class DockerSandbox(Sandbox):
                     self._last_error = _short(exc)
                     self._lock.notify_all()
                 failures += 1
-                if self._closed or _shutting_down:
+                if self._closed or shutting_down():
                     return
                 log.warning("sandbox pool: %s", _short(exc))
                 with self._lock:

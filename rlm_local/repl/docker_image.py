@@ -1,0 +1,142 @@
+"""The sandbox image: whether it is built from these sources, and building it (`rlm-local sandbox build`).
+
+The image is `sandbox/Dockerfile` with the REPL worker; an image built here carries the sha256 of those two files as a
+label, so that one built from another version of the worker is reported as outdated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlm_local.errors import SandboxError
+from rlm_local.repl.docker_client import _client, _is_not_found, _short
+from rlm_local.repl.worker_files import sandbox_dir
+
+DEFAULT_IMAGE = "rlm-local-sandbox:latest"
+DEFAULT_BASE_IMAGE = "python:3.12-slim"  # the Dockerfile's default, for hosts that can reach a registry
+OFFLINE_BASE_IMAGE = "rlm-local-base:bookworm"  # built by scripts/build_sandbox_image.sh with debootstrap
+WORKER_PATH = "/opt/rlm/repl_worker.py"  # where sandbox/Dockerfile puts the worker
+LABEL_DIGEST = "rlm-local.source-digest"
+
+BUILD_HINT = "build it with `rlm-local sandbox build` (or `bash scripts/build_sandbox_image.sh`)"
+
+
+def source_digest(directory: Path | None = None) -> str | None:
+    """sha256 of the Dockerfile then the worker: the label a sandbox image built from these sources carries.
+
+    The same digest is computed by scripts/build_sandbox_image.sh; None if the Dockerfile is not installed.
+    """
+    directory = directory or sandbox_dir()
+    try:
+        data = (directory / "Dockerfile").read_bytes() + (directory / "repl_worker.py").read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_status(image: str = DEFAULT_IMAGE, client: Any = None) -> str:
+    """'missing', 'outdated' (built by `build_image` from another worker or Dockerfile), or 'ok'."""
+    client = client or _client()
+    try:
+        attrs = client.api.inspect_image(image)
+    except Exception as exc:
+        if _is_not_found(exc):
+            return "missing"
+        raise SandboxError(f"cannot inspect the sandbox image {image}: {_short(exc)}") from exc
+    expected = source_digest()
+    built_from = ((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_DIGEST)
+    if expected is not None and built_from is not None and built_from != expected:
+        return "outdated"
+    return "ok"  # an image built by hand (`docker build sandbox/`) has no digest label: taken as it is
+
+
+def _build_script() -> Path | None:
+    package_root = Path(__file__).resolve().parent.parent
+    for candidate in (
+        package_root.parent / "scripts" / "build_sandbox_image.sh",
+        sandbox_dir() / "build_sandbox_image.sh",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def build_image(
+    image: str = DEFAULT_IMAGE,
+    *,
+    base_image: str | None = None,
+    force: bool = False,
+    log_line: Callable[[str], None] | None = None,
+) -> str:
+    """Build the sandbox image (quick when it is up to date) and return its name; `rlm-local sandbox build`.
+
+    With `base_image=None` the base is `rlm-local-base:bookworm`, made without any registry by
+    scripts/build_sandbox_image.sh (debootstrap, needs root); give `base_image="python:3.12-slim"` to build on the
+    official image instead (pulled when online). Where the script is not installed, the image is built with the SDK on
+    `base_image` or python:3.12-slim. Raises SandboxError with the reason and what to do.
+    """
+    say = log_line or (lambda line: print(line, file=sys.stderr, flush=True))
+    script = _build_script()
+    if script is not None and shutil.which("docker") and shutil.which("bash"):
+        command = ["bash", str(script), "--image", image]
+        if base_image:
+            command += ["--base", base_image]
+        if force:
+            command.append("--force")
+        env = {**os.environ, "RLM_SANDBOX_DIR": str(sandbox_dir())}
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        tail: deque[str] = deque(maxlen=20)
+        assert process.stderr is not None
+        for line in process.stderr:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                say(line)
+        process.wait()
+        if process.returncode != 0:
+            raise SandboxError(f"building the sandbox image {image} failed:\n" + "\n".join(tail))
+        return image
+    return _build_with_sdk(image, base_image or DEFAULT_BASE_IMAGE, force, say)
+
+
+def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str], None]) -> str:
+    client = _client(timeout=600)
+    directory = sandbox_dir()
+    digest = source_digest(directory)
+    if digest is None:
+        raise SandboxError(f"the sandbox Dockerfile is missing from this installation ({directory})")
+    if not force and image_status(image, client) == "ok":
+        say(f"{image} is up to date")
+        return image
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name in ("Dockerfile", "repl_worker.py"):
+            tar.add(str(directory / name), arcname=name)
+    context.seek(0)
+    say(f"building {image} on {base_image}")
+    try:
+        client.images.build(
+            fileobj=context,
+            custom_context=True,
+            tag=image,
+            buildargs={"BASE_IMAGE": base_image},
+            labels={LABEL_DIGEST: digest, "rlm-local.base": base_image},
+            rm=True,
+        )
+    except Exception as exc:
+        raise SandboxError(
+            f"building the sandbox image {image} on {base_image} failed ({_short(exc)}); without a registry, "
+            "build it with `bash scripts/build_sandbox_image.sh` (debootstrap)"
+        ) from exc
+    say(f"built {image}")
+    return image
