@@ -40,9 +40,10 @@ class PreparedContext:
         if self.type_name == "str":
             return f"`context` is a str of {self.total_chars:,} characters."
         kind = "list of str" if self.type_name == "list" else "dict of str -> str (file path -> text)"
+        joined = "'\\n'.join(context)" if self.type_name == "list" else "'\\n'.join(context.values())"
         return (
             f"`context` is a {kind} with {n:,} items, {self.total_chars:,} characters in total; "
-            f"item lengths: {_summarise_lengths(self.chunk_lengths)}."
+            f"item lengths: {_summarise_lengths(self.chunk_lengths)}. It is not a str: `{joined}` gives one str."
         )
 
     def metadata(self) -> dict[str, Any]:

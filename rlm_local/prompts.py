@@ -22,7 +22,9 @@ In the REPL you have:
 characters including your instructions), so give it one chunk of the context at a time, with a precise question.
 - `llm_query_batched(prompts: list[str]) -> list[str]`: many independent sub-model calls at once, run in parallel. \
 Much faster than calling `llm_query` in a loop: use it whenever you have several chunks.
-{rlm_query_line}- `SHOW_VARS()`: lists the variables you have made.
+{rlm_query_line}- `split_text(data, max_chars)`: cuts a str, list or dict into a list of str pieces of at most \
+`max_chars` characters, at line or sentence ends.
+- `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
 
 To run code, write it in a ```repl block; you may write several blocks in one reply. Variables persist between \
@@ -41,6 +43,7 @@ Tools inside the code:
 - `context`: the data.
 - `llm_query(prompt)`: returns a helper model's answer (string). Keep each prompt under {sub_chars:,} characters.
 - `llm_query_batched(prompts)`: list of prompts -> list of answers, all at once (fast).
+- `split_text(context, max_chars)`: the context cut into a list of str pieces (works for str, list and dict).
 {rlm_query_line}
 Rules:
 1. Reply with Python code in a ```repl block. Use print() to see results.
@@ -56,7 +59,7 @@ SMALL_CODER_EXAMPLES = (
     (
         "Which cities are mentioned as hosting a festival?",
         803_517,
-        "size = {chunk_chars}\nchunks = [context[i:i + size] for i in range(0, len(context), size)]\n"
+        "chunks = split_text(context, {chunk_chars})\n"
         'answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c '
         "for c in chunks])\n"
         'found = [a for a in answers if "NONE" not in a]\nprint(len(chunks), found)',
@@ -95,6 +98,10 @@ REPEATED_CODE_NOTE = "You already ran exactly this code before; it gave the same
 NO_CODE_REMINDER = (
     "Your reply had no ```repl code block and no FINAL(...). Write code in a ```repl block, or answer with "
     "FINAL(answer)."
+)
+FAILED_CODE_NOTE = (
+    "Your last code failed (see the error above), so that answer is not based on the context. Fix the code and "
+    "run it first."
 )
 FORCE_FINAL = (
     "You have no turns left. Reply now with FINAL(your answer), using what your code has found so far. "

@@ -266,3 +266,18 @@ def test_repeated_code_is_pointed_out():
     engine = ScriptedEngine([repl("print(1)"), repl("print(1)"), "FINAL(ok)"])
     run(engine)
     assert "already ran exactly this code" in engine.root_prompts[2][-1]["content"]
+
+
+def test_a_guess_right_after_failing_code_is_sent_back_once():
+    engine = ScriptedEngine([repl("1/0"), "FINAL(0)", "FINAL(0)"])
+    result = run(engine)
+    assert result.answer == "0" and result.turns == 3
+    assert "Your last code failed" in engine.root_prompts[2][-1]["content"]
+
+
+def test_split_text_works_for_every_context_type():
+    code = "print([len(p) for p in split_text(context, 1000)][:3], len(split_text(['a' * 10, 'b' * 2500], 1000)))"
+    engine = ScriptedEngine([repl(code), "FINAL(ok)"])
+    run(engine)
+    shown = engine.root_prompts[1][-1]["content"]
+    assert "[" in shown and shown.split("]")[1].strip().startswith("4")

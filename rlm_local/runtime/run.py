@@ -65,6 +65,9 @@ class RLMRun:
         self.messages: list[dict[str, str]] = []
         self.turn = 0
         self._seen_code: set[str] = set()
+        self._last_cell_failed = False
+        self._cell_failed = False
+        self._warned_failed = False
 
     # ---- the loop ------------------------------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -111,6 +114,8 @@ class RLMRun:
             repeated = any(block in self._seen_code for block in blocks)
             self._seen_code.update(blocks)
             outputs, code_final = await self._run_blocks(session, blocks)
+            if blocks:
+                self._last_cell_failed = self._cell_failed
             answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks))
             if repeated and answer is None:
                 note = f"{note}\n{prompts.REPEATED_CODE_NOTE}" if note else prompts.REPEATED_CODE_NOTE
@@ -155,8 +160,10 @@ class RLMRun:
 
     async def _run_blocks(self, session: ReplSession, blocks: list[str]) -> tuple[list[str], str | None]:
         outputs: list[str] = []
+        self._cell_failed = False
         for code in blocks:
             result = await session.execute(code)
+            self._cell_failed = bool(result.error)
             if result.fault:
                 self.tree.faults.append(result.fault)
                 self.tree.trajectory.emit("fault", run_id=self.tree.run_id, depth=self.depth, fault=result.fault)
@@ -185,6 +192,9 @@ class RLMRun:
         if ran_code:
             # A literal answer written before the code's output was seen is a guess: show the output first.
             return None, "You wrote FINAL before seeing this output. If it is right, reply with FINAL(...) again."
+        if self._last_cell_failed and not self._warned_failed:
+            self._warned_failed = True  # once per run: a model sure of its answer is not held up twice
+            return None, prompts.FAILED_CODE_NOTE
         return final.value, None
 
     def _append_feedback(self, outputs: list[str], note: str | None) -> None:
