@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sub-model", default=None, help="sub-call model (default: the root model)")
     run.add_argument("--base-url", default=None, help="use a remote OpenAI-compatible server (vllm serve, SGLang)")
     run.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
+    run.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
     run.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
     run.add_argument("--profile", choices=["auto", "general", "small-coder"], default=None)
     run.add_argument("--max-iterations", type=int, default=None)
@@ -96,7 +97,13 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
     config.budgets = Budgets.model_validate(
         {**config.budgets.model_dump(), **{k: v for k, v in budget_flags.items() if v is not None}}
     )
-    for field, value in (("sandbox", args.sandbox), ("profile", args.profile), ("cell_timeout_s", args.cell_timeout)):
+    settings = (
+        ("sandbox", args.sandbox),
+        ("profile", args.profile),
+        ("cell_timeout_s", args.cell_timeout),
+        ("deployment", args.deployment),
+    )
+    for field, value in settings:
         if value is not None:
             setattr(config, field, value)
     return config

@@ -54,6 +54,7 @@ class RLMConfig(BaseModel):
 
     root: EngineConfig = Field(default_factory=EngineConfig)
     sub: EngineConfig | None = None  # None: the root model also answers sub-calls
+    deployment: Path | None = None  # a deployment TOML (engines, replicas, scheduler limits) instead of root/sub
     budgets: Budgets = Field(default_factory=Budgets)
     profile: Literal["auto", "general", "small-coder"] = "auto"
     sandbox: Literal["auto", "docker", "process"] = "auto"

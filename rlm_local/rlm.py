@@ -22,6 +22,7 @@ from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.runtime.run import RLMRun, RunTree
 from rlm_local.runtime.usage import RLMResult
+from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
 
 log = logging.getLogger(__name__)
@@ -77,25 +78,39 @@ class RLM:
         self.root_engine = root_engine
         self.sub_engine = sub_engine
         self.sandbox = sandbox
+        self.scheduler: Scheduler | None = None
         self._owned: list[Engine | Sandbox] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life ----------------------------------------------------------------------------------------------------
     async def start(self) -> RLM:
-        """Start what was not given: the root engine, the sub engine (or share the root's), the sandbox."""
+        """Start what was not given: the engines behind a scheduler (so that concurrent runs share them with
+        priorities, fairness and admission control), and the sandbox."""
         if self.root_engine is None:
-            self.root_engine = await start_engine(self.config.root)
-            self._owned.append(self.root_engine)
+            self.scheduler = await self._start_scheduler()
+            self._owned.append(self.scheduler)
+            self.root_engine = self.scheduler.root_engine
+            self.sub_engine = self.sub_engine or self.scheduler.sub_engine
         if self.sub_engine is None:
-            if self.config.sub is None:
-                self.sub_engine = self.root_engine
-            else:
-                self.sub_engine = await start_engine(self.config.sub)
-                self._owned.append(self.sub_engine)
+            self.sub_engine = self.root_engine
         if self.sandbox is None:
             self.sandbox = make_sandbox(self.config)
             self._owned.append(self.sandbox)
         return self
+
+    async def _start_scheduler(self) -> Scheduler:
+        """A deployment file's engines, or the config's root (and sub) engine, one after the other."""
+        if self.config.deployment is not None:
+            from rlm_local.deployment import build_engines, load_deployment
+
+            return await build_engines(load_deployment(self.config.deployment))
+        root = await start_engine(self.config.root)
+        try:
+            sub = await start_engine(self.config.sub) if self.config.sub is not None else root
+        except BaseException:
+            await root.close()
+            raise
+        return Scheduler([root], [sub], owns_engines=True)
 
     async def aclose(self) -> None:
         owned, self._owned = self._owned, []
