@@ -10,16 +10,58 @@ import random
 import string
 from dataclasses import dataclass
 
-SUBJECTS = ["The committee", "A traveller", "The old mill", "Our neighbour", "The river", "A quiet student",
-            "The market", "The orchestra", "A farmer", "The library", "The harbour master", "A young painter"]
-VERBS = ["described", "remembered", "ignored", "measured", "repaired", "visited", "praised", "questioned",
-         "photographed", "mentioned", "studied", "celebrated"]
-OBJECTS = ["the northern bridge", "a forgotten recipe", "the spring festival", "an unusual storm",
-           "the price of wool", "a broken clock", "the evening train", "a letter from abroad", "the town archive",
-           "a field of barley", "the lighthouse", "a chess tournament"]
-ENDINGS = ["before the rain began.", "with great patience.", "for the third time that year.",
-           "while the bells were ringing.", "without telling anyone.", "as the sun went down.",
-           "in the usual careful way.", "after a long discussion."]
+SUBJECTS = [
+    "The committee",
+    "A traveller",
+    "The old mill",
+    "Our neighbour",
+    "The river",
+    "A quiet student",
+    "The market",
+    "The orchestra",
+    "A farmer",
+    "The library",
+    "The harbour master",
+    "A young painter",
+]
+VERBS = [
+    "described",
+    "remembered",
+    "ignored",
+    "measured",
+    "repaired",
+    "visited",
+    "praised",
+    "questioned",
+    "photographed",
+    "mentioned",
+    "studied",
+    "celebrated",
+]
+OBJECTS = [
+    "the northern bridge",
+    "a forgotten recipe",
+    "the spring festival",
+    "an unusual storm",
+    "the price of wool",
+    "a broken clock",
+    "the evening train",
+    "a letter from abroad",
+    "the town archive",
+    "a field of barley",
+    "the lighthouse",
+    "a chess tournament",
+]
+ENDINGS = [
+    "before the rain began.",
+    "with great patience.",
+    "for the third time that year.",
+    "while the bells were ringing.",
+    "without telling anyone.",
+    "as the sun went down.",
+    "in the usual careful way.",
+    "after a long discussion.",
+]
 ITEMS = ["access code", "vault number", "project codename", "meeting room", "launch date"]
 
 

@@ -35,12 +35,13 @@ from rlm_local.trajectory import Trajectory
 BATCH_TARGET = 4.0
 CACHE_TARGET = 0.80
 
-PROMPTS_CODE = "prompts = [f'In one short sentence, what is special about the number {{i}}?' for i in range({n})]\n"
+def prompts_code(n: int) -> str:
+    return f"prompts = [f'In one short sentence, what is special about the number {{i}}?' for i in range({n})]\n"
 
 
 async def time_subcalls(engine: VLLMEngine, n: int, max_tokens: int) -> tuple[float, float]:
-    sequential = PROMPTS_CODE.format(n=n) + "answers = [llm_query(p, max_tokens={m}) for p in prompts]\n"
-    batched = PROMPTS_CODE.format(n=n) + "answers = llm_query_batched(prompts, max_tokens={m})\n"
+    sequential = prompts_code(n) + f"answers = [llm_query(p, max_tokens={max_tokens}) for p in prompts]\n"
+    batched = prompts_code(n) + f"answers = llm_query_batched(prompts, max_tokens={max_tokens})\n"
     times = []
     for code in (sequential, batched):
         rlm = RLM(
@@ -48,9 +49,8 @@ async def time_subcalls(engine: VLLMEngine, n: int, max_tokens: int) -> tuple[fl
             root_engine=engine,
             sandbox=ProcessSandbox(),
         )
-        run_code = code.format(m=max_tokens) + "print(len(answers))"
         started = time.perf_counter()
-        await run_cell(rlm, run_code)
+        await run_cell(rlm, code + "print(len(answers))")
         times.append(time.perf_counter() - started)
     return times[0], times[1]
 

@@ -35,7 +35,9 @@ def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": model_path,
         "tokenizer": model_path,
-        "dtype": config.dtype if (on_gpu or config.dtype != "auto") else "bfloat16",
+        # On CPU, bfloat16 was measured not to batch (oneDNN fell back to plain torch linear): float32 ran 5x faster
+        # at batch 32 on a 2-core machine.
+        "dtype": config.dtype if (on_gpu or config.dtype != "auto") else "float32",
         "max_model_len": config.max_model_len or defaults.get("max_model_len"),
         "max_num_seqs": config.max_num_seqs or defaults["max_num_seqs"],
         "enforce_eager": defaults["enforce_eager"] if config.enforce_eager is None else config.enforce_eager,
