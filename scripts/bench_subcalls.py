@@ -35,6 +35,7 @@ from rlm_local.trajectory import Trajectory
 BATCH_TARGET = 4.0
 CACHE_TARGET = 0.80
 
+
 def prompts_code(n: int) -> str:
     return f"prompts = [f'In one short sentence, what is special about the number {{i}}?' for i in range({n})]\n"
 
