@@ -54,15 +54,6 @@ async def test_needle_in_a_haystack_in_docker(engine, docker_sandbox):
     assert correct >= 4, outcomes
 
 
-async def test_needle_with_the_process_sandbox(engine):
-    rlm = RLM(
-        RLMConfig(budgets=Budgets(max_iterations=6), sandbox="process"), root_engine=engine, sandbox=ProcessSandbox()
-    )
-    task = needle_task(11, chars=NEEDLE_CHARS)
-    result = await rlm.acompletion(task.query, task.context)
-    assert result.answer and task.answer in result.answer
-
-
 async def test_batched_subcalls_over_sixteen_chunks_are_aggregated(engine, docker_sandbox):
     """The model's code fans out over 16 documents with llm_query_batched and aggregates the answers."""
     task = counting_task(3, documents=16, chars_per_document=1_500)
