@@ -142,23 +142,13 @@ class RLM:
         assert self.root_engine and self.sub_engine and self.sandbox
         run_id = run_id or uuid.uuid4().hex[:12]
         trajectory = Trajectory(trajectory_path or self.config.trajectory_path, listeners)
-        tree = RunTree(
-            config=self.config,
-            root_engine=self.root_engine,
-            sub_engine=self.sub_engine,
-            sandbox=self.sandbox,
-            run_id=run_id,
-            budget=RunBudget(self.config.budgets),
-            trajectory=trajectory,
-        )
+        tree = self.new_tree(run_id, trajectory)
         started = time.monotonic()
         try:
             outcome = await self._run_with_deadline(tree, query, prepared)
         finally:
             prepared.cleanup()
-            for engine in {id(e): e for e in (self.root_engine, self.sub_engine)}.values():
-                with contextlib.suppress(Exception):
-                    await engine.abort_run(run_id)
+            await self._abort_leftovers(run_id)
         result = RLMResult(
             answer=outcome[0],
             stop_reason=outcome[1],  # type: ignore[arg-type]
@@ -173,6 +163,30 @@ class RLM:
         trajectory.emit("run_end", **result.summary())
         trajectory.close()
         return result
+
+    def new_tree(self, run_id: str, trajectory: Trajectory | None = None) -> RunTree:
+        """The shared state of one run and its sub-RLMs, on this RLM's engines and sandbox."""
+        assert self.root_engine and self.sub_engine and self.sandbox, "call start() first"
+        return RunTree(
+            config=self.config,
+            root_engine=self.root_engine,
+            sub_engine=self.sub_engine,
+            sandbox=self.sandbox,
+            run_id=run_id,
+            budget=RunBudget(self.config.budgets),
+            trajectory=trajectory or Trajectory(),
+        )
+
+    async def _abort_leftovers(self, run_id: str) -> None:
+        """Abort what the run left in the engines: once through the scheduler, else once per distinct engine."""
+        engines = (
+            [self.scheduler]
+            if self.scheduler
+            else list({id(e): e for e in (self.root_engine, self.sub_engine)}.values())
+        )
+        for engine in engines:
+            with contextlib.suppress(Exception):
+                await engine.abort_run(run_id)
 
     async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> tuple[str | None, str, str, int]:
         run = RLMRun(tree, query, prepared)

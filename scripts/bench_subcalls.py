@@ -19,7 +19,6 @@ try:
 except ImportError:  # a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlm_local.budget import RunBudget
 from rlm_local.config import Budgets, EngineConfig, RLMConfig
 from rlm_local.context import prepare_context
 from rlm_local.engines.vllm_engine import VLLMEngine
@@ -28,9 +27,8 @@ from rlm_local.prompts import FIRST_USER
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.repl.session import ReplSession
 from rlm_local.rlm import RLM
-from rlm_local.runtime.run import RLMRun, RunTree
+from rlm_local.runtime.run import RLMRun
 from rlm_local.synthetic import needle_task
-from rlm_local.trajectory import Trajectory
 
 BATCH_TARGET = 4.0
 CACHE_TARGET = 0.80
@@ -60,24 +58,12 @@ async def run_cell(rlm: RLM, code: str) -> None:
     """Run one cell in a real REPL session whose sub-calls go through the run loop's handler to the engine."""
     await rlm.start()
     context = prepare_context("unused")
-    run = RLMRun(new_tree(rlm, "bench"), "bench", context)
+    run = RLMRun(rlm.new_tree("bench"), "bench", context)
     async with ReplSession(rlm.sandbox, context.file, run.serve_subcalls) as session:
         result = await session.execute(code)
     context.cleanup()
     if result.error:
         raise RuntimeError(result.error)
-
-
-def new_tree(rlm: RLM, run_id: str) -> RunTree:
-    return RunTree(
-        config=rlm.config,
-        root_engine=rlm.root_engine,
-        sub_engine=rlm.sub_engine,
-        sandbox=rlm.sandbox,
-        run_id=run_id,
-        budget=RunBudget(rlm.config.budgets),
-        trajectory=Trajectory(),
-    )
 
 
 async def root_cache_share(engine: VLLMEngine, turns: int = 5) -> tuple[list[tuple[int, int]], float]:
@@ -87,7 +73,7 @@ async def root_cache_share(engine: VLLMEngine, turns: int = 5) -> tuple[list[tup
     await rlm.start()
     task = needle_task(123, chars=200_000)
     context = prepare_context(task.context)
-    run = RLMRun(new_tree(rlm, "cache"), task.query, context)
+    run = RLMRun(rlm.new_tree("cache"), task.query, context)
     run.messages = [
         *run._opening(),
         {"role": "user", "content": FIRST_USER.format(query=task.query, context_description=context.describe())},
