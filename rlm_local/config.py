@@ -70,3 +70,4 @@ class RLMConfig(BaseModel):
     temperature: float = Field(0.0, ge=0)
     seed: int | None = 0
     trajectory_path: Path | None = None
+    guards: bool = True  # loop guards (rlm_local/runtime/guards.py); False for an ablation without them

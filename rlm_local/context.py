@@ -13,14 +13,31 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rlm_local.errors import ContextError
 from rlm_local.repl.session import ContextFile
 
 READ_BLOCK = 16 * 1024 * 1024
 SNIFF_BYTES = 8192
+PREVIEW_CHARS = 1_500  # the first message's preview of the data, at most
+SAMPLE_CHARS = 150  # shown of one line or item
+HEAD_SAMPLES, TAIL_SAMPLES = 3, 2
+SAMPLE_KEYS = 10
+KEY_CHARS = 40
+END_BYTES = 64 * 1024  # read at each end of a text file for its first and last lines
 ContextInput = str | os.PathLike[str] | list[str] | dict[str, str] | None
+
+
+@dataclass
+class DataSample:
+    """Records from both ends of the context, for the preview: a few lines or items, never the whole of it."""
+
+    unit: str  # "line" or "item"
+    count: int
+    head: list[tuple[str, str]]  # (label, text)
+    tail: list[tuple[str, str]]
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -33,6 +50,7 @@ class PreparedContext:
     chunk_lengths: list[int] = field(default_factory=list)
     source: str = ""
     owned: bool = False  # we wrote the file and must delete it
+    sample: DataSample | None = None  # taken when the value was in memory; text files are sampled when asked
 
     def describe(self) -> str:
         """One paragraph for the root model's first message."""
@@ -45,6 +63,29 @@ class PreparedContext:
             f"`context` is a {kind} with {n:,} items, {self.total_chars:,} characters in total; "
             f"item lengths: {_summarise_lengths(self.chunk_lengths)}. It is not a str: `{joined}` gives one str."
         )
+
+    def preview(self, limit: int = PREVIEW_CHARS) -> str:
+        """`describe()` plus the first and last lines (or items, and some keys): small models see the data's shape
+        before writing a search for it. Each sample is cut, and all of them show at most half the context."""
+        if self.sample is None:
+            self.sample = _sample_file(self.file)
+        sample = self.sample
+        if self.type_name == "str":
+            plural = "" if sample.count == 1 else "s"
+            lines = [f"`context` is a str of {self.total_chars:,} characters in {sample.count:,} line{plural}."]
+        else:
+            lines = [self.describe()]
+        if sample.keys:
+            shown = ", ".join(repr(_cut(k, KEY_CHARS)) for k in sample.keys)
+            lines.append(f"Keys ({len(sample.keys)} of {sample.count:,}): {shown}")
+        cut = min(SAMPLE_CHARS, self.total_chars // (2 * (HEAD_SAMPLES + TAIL_SAMPLES)))
+        if cut >= 10 and (sample.head or sample.tail):
+            lines.append(f"First and last {sample.unit}s (each cut to {cut} characters):")
+            lines += [_sample_line(label, text, cut, sample.unit, from_end=False) for label, text in sample.head]
+            if sample.head and sample.tail:
+                lines.append("...")
+            lines += [_sample_line(label, text, cut, sample.unit, from_end=True) for label, text in sample.tail]
+        return _fit(lines, limit)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -65,6 +106,78 @@ def _summarise_lengths(lengths: list[int], show: int = 10) -> str:
     if len(lengths) <= show:
         return head
     return f"{head}, ... (min {min(lengths):,}, max {max(lengths):,})"
+
+
+def _cut(text: str, chars: int, *, from_end: bool = False) -> str:
+    if len(text) <= chars:
+        return text
+    return "..." + text[-chars:] if from_end else text[:chars] + "..."
+
+
+def _sample_line(label: str, text: str, chars: int, unit: str, *, from_end: bool) -> str:
+    if unit == "line":
+        return f"{label}| {_cut(text, chars, from_end=from_end)}"
+    if len(text) <= chars:
+        return f"{label} = {text!r}"
+    shown = f"...{text[-chars:]!r}" if from_end else f"{text[:chars]!r}..."
+    return f"{label} = {shown} ({len(text):,} characters)"
+
+
+def _fit(lines: list[str], limit: int) -> str:
+    """The lines in order, leaving out any that would take the text past `limit` characters."""
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 <= limit or not kept:
+            kept.append(line[:limit])
+            size += len(kept[-1]) + 1
+    return "\n".join(kept)
+
+
+def _value_sample(value: list[str] | dict[str, str]) -> DataSample:
+    """The first and last items of a list or dict (references to its strings, not copies), and some keys."""
+    if isinstance(value, dict):
+        labelled = [(f"context[{key!r}]", str(text)) for key, text in value.items()]
+        keys = list(value)[:SAMPLE_KEYS]
+    else:
+        labelled, keys = [(f"context[{i}]", str(text)) for i, text in enumerate(value)], []
+    head, rest = labelled[:HEAD_SAMPLES], labelled[HEAD_SAMPLES:]
+    return DataSample("item", len(labelled), head, rest[-TAIL_SAMPLES:], keys)
+
+
+def _sample_file(file: ContextFile) -> DataSample:
+    """The first and last non-empty lines of a text file, read from its two ends: a 1 GB file is only scanned for
+    its line count. A JSON file made elsewhere (ours are sampled when written) is loaded."""
+    if file.kind == "json":
+        with open(file.path, encoding="utf-8") as f:
+            return _value_sample(json.load(f))
+    size = file.path.stat().st_size
+    with open(file.path, "rb") as f:
+        if size <= 2 * END_BYTES:
+            numbered = list(enumerate(f.read().decode("utf-8", "ignore").splitlines(), 1))
+            count = len(numbered)
+            numbered = [(n, line) for n, line in numbered if line.strip()]
+            head, tail = numbered[:HEAD_SAMPLES], numbered[HEAD_SAMPLES:][-TAIL_SAMPLES:]
+        else:
+            head_lines = f.read(END_BYTES).decode("utf-8", "ignore").splitlines()
+            f.seek(size - END_BYTES)
+            tail_lines = f.read().decode("utf-8", "ignore").splitlines()
+            tail_lines = tail_lines[1:] or tail_lines  # the first line of the tail is usually partial
+            count = _count_lines(f)
+            head = [(n, line) for n, line in enumerate(head_lines, 1) if line.strip()][:HEAD_SAMPLES]
+            first = count - len(tail_lines) + 1
+            tail = [(n, line) for n, line in enumerate(tail_lines, first) if line.strip()][-TAIL_SAMPLES:]
+    return DataSample("line", count, [(str(n), t) for n, t in head], [(str(n), t) for n, t in tail])
+
+
+def _count_lines(f: BinaryIO) -> int:
+    """Lines of an open binary file, counted in blocks (a last line without a newline counts)."""
+    f.seek(0)
+    count, last = 0, b"\n"
+    while block := f.read(READ_BLOCK):
+        count += block.count(b"\n")
+        last = block[-1:]
+    return count + (last != b"\n")
 
 
 def prepare_context(value: ContextInput, workdir: Path | None = None) -> PreparedContext:
@@ -109,7 +222,10 @@ def _write_json_or_text(
             f.write(value)
         else:
             json.dump(value, f, ensure_ascii=False)
-    return PreparedContext(ContextFile(Path(name), kind), type_name, sum(lengths), lengths, source=source, owned=True)
+    sample = None if isinstance(value, str) else _value_sample(value)
+    return PreparedContext(
+        ContextFile(Path(name), kind), type_name, sum(lengths), lengths, source=source, owned=True, sample=sample
+    )
 
 
 def _from_path(path: Path, workdir: Path | None) -> PreparedContext:

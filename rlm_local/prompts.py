@@ -85,6 +85,13 @@ FIRST_USER = """Question: {query}
 
 {context_description} Write code in a ```repl block to look at the context and answer the question."""
 
+# With the loop guards on, the first message shows a preview of the data (its first and last lines or items).
+FIRST_USER_PREVIEW = """Question: {query}
+
+{context_description}
+
+Write code in a ```repl block to look at the context and answer the question."""
+
 NEXT_USER = """Output:
 {output}
 
@@ -108,6 +115,35 @@ FORCE_FINAL = (
     "Do not write code."
 )
 STATE_LOST_NOTE = "Note: {fault}."
+
+# ---- loop guards (rlm_local/runtime/guards.py): why an answer was refused, and hints after a traceback ----------
+TURN_REMINDER = "Turn {turn} of {max_turns}. Write code in a ```repl block."
+NO_DATA_NOTE = (
+    "Not accepted yet: no code has printed anything from `context`, so that answer is a guess. Look at the data "
+    "first: print a slice of `context` or search it, then answer from what the output shows."
+)
+NON_ANSWER_NOTES = {
+    "empty": "Not accepted: the answer is empty; put the answer itself in FINAL(...), and if your code found "
+    "nothing, search again.",
+    "none": "Not accepted: None is not an answer (a search that matches nothing gives None); print a slice of "
+    "`context` to see its wording, then search for words that are really in it.",
+    "error": "Not accepted: that is an error message, not an answer; fix the call that failed and run it again.",
+    "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
+}
+NOT_STR_HINTS = {
+    "dict": "Hint: `context` is a dict (file path -> text), not a str: use '\\n'.join(context.values()) for one "
+    "str, or loop over context.items().",
+    "list": "Hint: `context` is a list of str, not a str: use '\\n'.join(context) for one str, or loop over its items.",
+}
+IMPORT_HINT = "Hint: add `{statement}` at the top of the cell."
+SIGNATURE_HINT = "Hint: the signature is {signature}."
+HELPER_SIGNATURES = {
+    "llm_query": "llm_query(prompt: str, max_tokens: int = ..., temperature: float = ...) -> str",
+    "llm_query_batched": "llm_query_batched(prompts: list[str], max_tokens: int = ..., temperature: float = ...) "
+    "-> list[str]",
+    "rlm_query": "rlm_query(query: str, context=None) -> str",
+    "split_text": "split_text(data: str | list | dict, max_chars: int = 20000) -> list[str]",
+}
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from rlm_local.engines.base import Engine, Generation, GenerationRequest
+from rlm_local.engines.base import Engine, Generation, GenerationRequest, SamplingOptions
 from rlm_local.errors import PromptTooLong
 
 RootScript = list[str] | Callable[[list[dict[str, str]]], str]
 
 
 class ScriptedEngine(Engine):
-    """Root turns come from a script; sub-calls answer with `sub(prompt)`; token counts are word counts."""
+    """Root turns come from a script; sub-calls answer with `sub(prompt)`; token counts are word counts.
+
+    Root requests at temperature > 0 (the loop's re-samples) answer with `sampled(options)`, or by default with the
+    last scripted reply (a model that says the same at any temperature); they are recorded in `sampled_options`.
+    """
 
     name = "scripted"
 
@@ -24,6 +28,7 @@ class ScriptedEngine(Engine):
         max_model_len: int = 32768,
         cached_fraction: float = 0.0,
         delay_s: float = 0.0,
+        sampled: Callable[[SamplingOptions], str] | None = None,
     ) -> None:
         self.root = root
         self.sub = sub
@@ -33,6 +38,9 @@ class ScriptedEngine(Engine):
         self.delay_s = delay_s
         self.root_prompts: list[list[dict[str, str]]] = []
         self.sub_prompts: list[str] = []
+        self.sampled = sampled
+        self.sampled_options: list[SamplingOptions] = []
+        self._last_root = ""
         self.concurrent = 0
         self.max_concurrent = 0
 
@@ -47,9 +55,12 @@ class ScriptedEngine(Engine):
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         try:
             await asyncio.sleep(self.delay_s)
-            if request.kind == "root":
+            if request.kind == "root" and request.options.temperature > 0:
+                self.sampled_options.append(request.options)
+                text = self.sampled(request.options) if self.sampled else self._last_root
+            elif request.kind == "root":
                 self.root_prompts.append([dict(m) for m in request.messages])
-                text = self._next_root(request.messages)
+                text = self._last_root = self._next_root(request.messages)
             else:
                 prompt = request.messages[-1]["content"]
                 self.sub_prompts.append(prompt)

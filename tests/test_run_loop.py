@@ -1,4 +1,7 @@
-"""The run loop with a scripted LM and the real process worker: finals, budgets, faults."""
+"""The run loop with a scripted LM and the real process worker: finals, budgets, faults.
+
+Tests of how a FINAL is read, of faults and of the trajectory that answer without printing from `context` first
+run with the loop guards off (`guards=False`); tests/test_guards.py covers the guards."""
 
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ def test_context_never_enters_the_prompt():
 
 
 def test_root_conversation_is_append_only():
-    engine = ScriptedEngine([repl("print(1)"), repl("print(2)"), "FINAL(done)"])
+    engine = ScriptedEngine([repl("print(context[:20])"), repl("print(2)"), "FINAL(done)"])
     run(engine)
     first, second, third = engine.root_prompts
     assert second[: len(first)] == first and third[: len(second)] == second
@@ -52,42 +55,42 @@ def test_root_conversation_is_append_only():
 
 def test_final_var_reads_the_variable():
     engine = ScriptedEngine([repl("answer = 'forty ' + 'two'"), "FINAL_VAR(answer)"])
-    assert run(engine).answer == "forty two"
+    assert run(engine, guards=False).answer == "forty two"
 
 
 def test_final_var_in_same_reply_as_code():
     engine = ScriptedEngine(["```repl\nanswer = 6 * 7\n```\nFINAL_VAR(answer)"])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "42" and result.turns == 1
 
 
 def test_final_of_a_bare_variable_name_uses_its_value():
     engine = ScriptedEngine([repl("result = 'from the repl'"), "FINAL(result)"])
-    assert run(engine).answer == "from the repl"
+    assert run(engine, guards=False).answer == "from the repl"
 
 
 def test_final_called_inside_code_finishes():
     engine = ScriptedEngine([repl("x = 5\nFINAL(x * 2)\nprint('not reached?')")])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "10" and result.turns == 1
 
 
 def test_final_inside_a_fence_is_not_taken():
     engine = ScriptedEngine([repl("print('FINAL(wrong)')\n# FINAL(wrong)"), "FINAL(right)"])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "right" and result.turns == 2
 
 
 def test_literal_final_written_with_code_waits_for_the_output():
     engine = ScriptedEngine(["```repl\nprint(2 + 2)\n```\nFINAL(5)", "FINAL(4)"])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "4" and result.turns == 2
     assert "before seeing this output" in engine.root_prompts[1][-1]["content"]
 
 
 def test_missing_final_var_is_reported_to_the_model():
     engine = ScriptedEngine(["FINAL_VAR(nope)", "FINAL(ok)"])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "ok"
     assert "no variable named 'nope'" in engine.root_prompts[1][-1]["content"]
 
@@ -107,7 +110,7 @@ def test_exceptions_are_shown_as_short_tracebacks():
 
 def test_think_blocks_are_stripped_before_parsing():
     engine = ScriptedEngine(["<think>FINAL(wrong)</think>\nFINAL(right)"])
-    assert run(engine).answer == "right"
+    assert run(engine, guards=False).answer == "right"
 
 
 def test_iterations_budget_forces_a_final_answer():
@@ -153,7 +156,7 @@ def test_depth_two_starts_a_sub_rlm_with_its_own_repl():
         return "FINAL(outer done)"
 
     engine = ScriptedEngine(root)
-    result = run(engine, budgets={"max_depth": 2})
+    result = run(engine, guards=False, budgets={"max_depth": 2})
     assert result.answer == "outer done" and result.usage.sub_rlm_runs == 1
     assert "6" in engine.root_prompts[-1][-1]["content"]
 
@@ -200,7 +203,7 @@ def test_worker_cannot_raise_host_budgets():
 
 def test_cell_timeout_keeps_state_and_run_goes_on():
     engine = ScriptedEngine([repl("keep = 7\nwhile True: pass"), repl("print(keep)"), "FINAL(ok)"])
-    result = run(engine, cell_timeout_s=1.0)
+    result = run(engine, guards=False, cell_timeout_s=1.0)
     assert result.answer == "ok"
     assert "time limit" in engine.root_prompts[1][-1]["content"]
     assert "7" in engine.root_prompts[2][-1]["content"]
@@ -217,7 +220,7 @@ def test_worker_crash_is_recovered_and_reported():
 def test_trajectory_file_records_turns_and_subcalls(tmp_path: Path):
     engine = ScriptedEngine([repl("print(llm_query('hi'))"), "FINAL(ok)"])
     path = tmp_path / "t.jsonl"
-    run(engine, trajectory_path=path)
+    run(engine, guards=False, trajectory_path=path)
     import json
 
     events = [json.loads(line) for line in path.read_text().splitlines()]
@@ -270,7 +273,7 @@ def test_repeated_code_is_pointed_out():
 
 def test_a_guess_right_after_failing_code_is_sent_back_once():
     engine = ScriptedEngine([repl("1/0"), "FINAL(0)", "FINAL(0)"])
-    result = run(engine)
+    result = run(engine, guards=False)
     assert result.answer == "0" and result.turns == 3
     assert "Your last code failed" in engine.root_prompts[2][-1]["content"]
 

@@ -16,11 +16,13 @@ from rlm_local import prompts
 from rlm_local.budget import BudgetExceeded, RunBudget, StopReason
 from rlm_local.config import RLMConfig
 from rlm_local.context import PreparedContext, prepare_context
-from rlm_local.engines.base import Engine, GenerationRequest, SamplingOptions
+from rlm_local.engines.base import Engine, Generation, GenerationRequest, SamplingOptions
 from rlm_local.errors import ModelError, PromptTooLong, RLMError
-from rlm_local.parsing import extract_code_blocks, find_final, outside_code, strip_think
+from rlm_local.parsing import FinalAnswer, extract_code_blocks, find_final, outside_code, strip_think
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession
+from rlm_local.runtime import guards
+from rlm_local.runtime.guards import LoopGuards
 from rlm_local.runtime.usage import Usage
 from rlm_local.trajectory import Trajectory
 from rlm_local.truncation import truncate_output
@@ -64,7 +66,7 @@ class RLMRun:
         self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model)
         self.messages: list[dict[str, str]] = []
         self.turn = 0
-        self._seen_code: set[str] = set()
+        self.guards = LoopGuards(self.config.guards, context.type_name)
         self._last_cell_failed = False
         self._cell_failed = False
         self._warned_failed = False
@@ -83,13 +85,8 @@ class RLMRun:
             profile=self.profile.name,
             sandbox=tree.sandbox.name,
         )
-        self.messages = [
-            *self._opening(),
-            {
-                "role": "user",
-                "content": prompts.FIRST_USER.format(query=self.query, context_description=self.context.describe()),
-            },
-        ]
+        first = await asyncio.to_thread(self._first_message)  # the preview may scan a large file for its lines
+        self.messages = [*self._opening(), {"role": "user", "content": first}]
         self._check_window()
         session = ReplSession(
             tree.sandbox,
@@ -100,6 +97,7 @@ class RLMRun:
         )
         try:
             await session.start()
+            await self._preimport(session)
             return await self._turns(session)
         except BudgetExceeded as stop:
             return await self._stopped(session, stop)
@@ -111,8 +109,8 @@ class RLMRun:
         while self.turn < max_turns:
             reply, meta = await self._root_turn()
             blocks = extract_code_blocks(reply)
-            repeated = any(block in self._seen_code for block in blocks)
-            self._seen_code.update(blocks)
+            repeated = self.guards.ran_before(blocks)
+            self.guards.seen_code.update(blocks)
             outputs, code_final = await self._run_blocks(session, blocks)
             if blocks:
                 self._last_cell_failed = self._cell_failed
@@ -127,15 +125,23 @@ class RLMRun:
                 raise self.tree.budget.exceeded
         return await self._force_final("max_iterations", f"all {max_turns} turns were used")
 
-    async def _root_turn(self, *, allow: StopReason | None = None) -> tuple[str, dict[str, Any]]:
-        tree = self.tree
-        tree.budget.check(allow=allow)
+    async def _root_turn(self, *, allow: StopReason | None = None, resample: bool = True) -> tuple[str, dict[str, Any]]:
+        """One root reply, appended to the conversation. A reply that repeats what was already tried is not
+        appended: the turn is re-sampled instead (greedy decoding gives the same reply to the same prompt)."""
+        self.tree.budget.check(allow=allow)
         self.turn += 1
+        generation, reply = await self._generate(self.config.temperature, self.config.seed)
+        meta = self._turn_meta(generation, reply)
+        if resample and self.guards.enabled and self.guards.is_retry(reply):
+            reply, meta = await self._resample(reply, meta)
+        self.messages.append({"role": "assistant", "content": reply})
+        return reply, meta
+
+    async def _generate(self, temperature: float, seed: int | None) -> tuple[Generation, str]:
+        tree = self.tree
         request = GenerationRequest(
             messages=self.messages,
-            options=SamplingOptions(
-                max_tokens=self.config.root_max_tokens, temperature=self.config.temperature, seed=self.config.seed
-            ),
+            options=SamplingOptions(max_tokens=self.config.root_max_tokens, temperature=temperature, seed=seed),
             kind="root",
             run_id=tree.run_id,
             depth=self.depth,
@@ -143,10 +149,35 @@ class RLMRun:
         generation = await tree.root_engine.generate(request)
         tree.budget.charge(generation.prompt_tokens + generation.completion_tokens)
         tree.usage.add("root", generation)
-        reply = strip_think(generation.text)
-        self.messages.append({"role": "assistant", "content": reply})
-        meta = {
-            "run_id": tree.run_id,
+        return generation, strip_think(generation.text)
+
+    async def _resample(self, reply: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Candidates for the same turn at a higher temperature, all at once (they share the prefix cache and batch);
+        the first that tries something new replaces the reply. None does: the reply stays, with its note."""
+        try:
+            self.tree.budget.check()
+        except BudgetExceeded:
+            return reply, meta  # the loop stops after this turn
+        n = guards.RESAMPLE_CANDIDATES
+        temperature = max(guards.RESAMPLE_TEMPERATURE, self.config.temperature)
+        base = self.config.seed
+        seeds = [None if base is None else base + 1000 * self.turn + i + 1 for i in range(n)]
+        candidates = await asyncio.gather(
+            *(self._generate(temperature, seed) for seed in seeds), return_exceptions=True
+        )
+        for drawn in candidates:
+            if isinstance(drawn, BaseException):
+                if not isinstance(drawn, Exception):
+                    raise drawn
+                continue  # a failed candidate only means one fewer to choose from
+            generation, candidate = drawn
+            if self.guards.is_fresh(candidate):
+                return candidate, {**self._turn_meta(generation, candidate), "resampled": n, "replaced": reply}
+        return reply, {**meta, "resampled": n}
+
+    def _turn_meta(self, generation: Generation, reply: str) -> dict[str, Any]:
+        return {
+            "run_id": self.tree.run_id,
             "depth": self.depth,
             "turn": self.turn,
             "prompt_tokens": generation.prompt_tokens,
@@ -156,7 +187,6 @@ class RLMRun:
             "queue_s": round(generation.queue_s, 4),
             "response": reply,
         }
-        return reply, meta
 
     async def _run_blocks(self, session: ReplSession, blocks: list[str]) -> tuple[list[str], str | None]:
         outputs: list[str] = []
@@ -164,6 +194,9 @@ class RLMRun:
         for code in blocks:
             result = await session.execute(code)
             self._cell_failed = bool(result.error)
+            self.guards.observe(code, result)
+            if result.state_lost:
+                await self._preimport(session)
             if result.fault:
                 self.tree.faults.append(result.fault)
                 self.tree.trajectory.emit("fault", run_id=self.tree.run_id, depth=self.depth, fault=result.fault)
@@ -179,10 +212,16 @@ class RLMRun:
     ) -> tuple[str | None, str | None]:
         """The answer, if this turn gave one; else a note for the model about a FINAL that could not be used."""
         if code_final is not None:
-            return code_final, None
+            return self._guarded(code_final, None)
         final = find_final(reply)
         if final is None:
             return None, None
+        answer, note = await self._literal_final(session, final, ran_code=ran_code)
+        return self._guarded(answer, final.value) if answer is not None else (None, note)
+
+    async def _literal_final(
+        self, session: ReplSession, final: FinalAnswer, *, ran_code: bool
+    ) -> tuple[str | None, str | None]:
         if final.is_variable or _IDENTIFIER.match(final.value):
             value = await session.get_var(final.value)
             if value is not None:
@@ -197,6 +236,10 @@ class RLMRun:
             return None, prompts.FAILED_CODE_NOTE
         return final.value, None
 
+    def _guarded(self, answer: str, written: str | None) -> tuple[str | None, str | None]:
+        refusal = self.guards.refuse(answer, written)
+        return (None, refusal) if refusal else (answer, None)
+
     def _append_feedback(self, outputs: list[str], note: str | None) -> None:
         if outputs:
             output = (
@@ -205,6 +248,9 @@ class RLMRun:
             reminder = prompts.CONTINUE_REMINDER.format(
                 turn=self.turn + 1, max_turns=self.config.budgets.max_iterations
             )
+        elif note and self.guards.enabled:  # the reply had a FINAL: "no code and no FINAL" would be wrong
+            output = "(no code was run)"
+            reminder = prompts.TURN_REMINDER.format(turn=self.turn + 1, max_turns=self.config.budgets.max_iterations)
         else:
             output, reminder = "(no code was run)", prompts.NO_CODE_REMINDER
         if note:
@@ -220,6 +266,8 @@ class RLMRun:
             parts.append("stderr:\n" + truncate_output(result.stderr, limit // 2, result.stderr_chars).rstrip("\n"))
         if result.error and not result.fault:
             parts.append(result.error)
+            if hint := self.guards.hint(result.error):
+                parts.append(hint)
         if result.fault:
             parts.append(prompts.STATE_LOST_NOTE.format(fault=result.fault))
         return "\n".join(parts) if parts else "(no output: use print() to see values)"
@@ -232,11 +280,11 @@ class RLMRun:
             last["content"] = f"{last['content']}\n\n{prompts.FORCE_FINAL}"
         else:
             self.messages.append({"role": "user", "content": prompts.FORCE_FINAL})
-        reply, meta = await self._root_turn(allow=reason if reason == "max_subcalls" else None)
+        reply, meta = await self._root_turn(allow=reason if reason == "max_subcalls" else None, resample=False)
         final = find_final(reply, lenient=True)
         answer = final.value if final is not None else (outside_code(reply).strip() or None)
-        if answer in ("", "None"):
-            answer = None
+        if answer in ("", "None") or (answer and self.guards.enabled and guards.non_answer(answer)):
+            answer = None  # no more turns to send it back: the run simply has no answer
         self.tree.trajectory.emit("turn", **meta, code=[], outputs=[], final=answer, note="forced final answer")
         return Outcome(answer, reason, detail, self.turn)
 
@@ -250,6 +298,16 @@ class RLMRun:
         return Outcome(None, stop.reason, stop.detail, self.turn)
 
     # ---- prompts -------------------------------------------------------------------------------------------------
+    def _first_message(self) -> str:
+        """The query and what the data is; with the guards on, a preview of its first and last lines or items."""
+        if not self.guards.enabled:
+            return prompts.FIRST_USER.format(query=self.query, context_description=self.context.describe())
+        return prompts.FIRST_USER_PREVIEW.format(query=self.query, context_description=self.context.preview())
+
+    async def _preimport(self, session: ReplSession) -> None:
+        if self.guards.enabled:
+            await session.execute(guards.PREIMPORT_CODE)
+
     def _opening(self) -> list[dict[str, str]]:
         return self.profile.opening(
             context_hint=f"a {self.context.type_name}",

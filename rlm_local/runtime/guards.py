@@ -1,0 +1,142 @@
+"""Loop guards: host-side checks for the mistakes small root models make (measured on Qwen2.5-Coder 0.5B/1.5B).
+
+They answer from a search that matched nothing, answer before looking at the data, give `None` or an error string
+as the answer, call str functions on a list or dict `context`, forget imports, and repeat one cell until the turns
+run out. Every guard is off with `RLMConfig.guards=False`, so an ablation can measure them.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from rlm_local import prompts
+from rlm_local.parsing import extract_code_blocks, find_final
+from rlm_local.repl.session import CellResult
+
+# Run in the REPL before the first cell (and after a worker restart): the modules small models forget to import.
+PREIMPORT_CODE = "import collections, itertools, json, math, re\nfrom collections import Counter, defaultdict"
+# REPL helpers that read `context` when given no data, so calling them counts as looking at the data.
+DATA_HELPERS = frozenset({"ask_each", "ask_all", "label_each", "count_where", "where"})
+PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
+RESAMPLE_CANDIDATES = 4
+RESAMPLE_TEMPERATURE = 0.7
+
+_EMPTY = frozenset({"", "[]", "{}", "()", "set()", "''", '""'})
+_IMPORTS = {
+    **{m: f"import {m}" for m in ("re", "json", "math", "collections", "itertools", "os", "string", "statistics")},
+    **{m: f"import {m}" for m in ("functools", "heapq", "datetime", "random", "textwrap", "difflib", "operator")},
+    **{n: f"from collections import {n}" for n in ("Counter", "defaultdict", "OrderedDict", "namedtuple", "deque")},
+    **{n: f"from itertools import {n}" for n in ("chain", "groupby", "islice", "combinations", "product")},
+}
+_NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
+_HELPER_TYPE_ERROR = re.compile(r"TypeError: .*?\b_?(llm_query_batched|llm_query|rlm_query|split_text)\(\)")
+
+
+def non_answer(answer: str) -> str | None:
+    """Why `answer` is no answer (None, empty, an error string, a traceback), as a note for the model; else None."""
+    text = answer.strip()
+    if text in _EMPTY:
+        return prompts.NON_ANSWER_NOTES["empty"]
+    if text in ("None", "null"):
+        return prompts.NON_ANSWER_NOTES["none"]
+    if text.startswith("Error:"):
+        return prompts.NON_ANSWER_NOTES["error"]
+    if "Traceback (most recent call last)" in text:
+        return prompts.NON_ANSWER_NOTES["traceback"]
+    return None
+
+
+def error_hint(error: str, context_type: str) -> str | None:
+    """A one-line hint for a traceback small models often cause, chosen from its last line and the context type."""
+    lines = error.strip().splitlines()
+    last = lines[-1] if lines else ""
+    if helper := _HELPER_TYPE_ERROR.search(last):
+        return prompts.SIGNATURE_HINT.format(signature=prompts.HELPER_SIGNATURES[helper.group(1)])
+    if context_type in prompts.NOT_STR_HINTS and _treated_as_str(last, context_type):
+        return prompts.NOT_STR_HINTS[context_type]
+    if (name := _NAME_ERROR.search(last)) and name.group(1) in _IMPORTS:
+        return prompts.IMPORT_HINT.format(statement=_IMPORTS[name.group(1)])
+    return None
+
+
+def _treated_as_str(last: str, type_name: str) -> bool:
+    """The error of a str method, an `re` function, or str concatenation used on a list or dict."""
+    if f"'{type_name}' object has no attribute" in last or f'(not "{type_name}")' in last:
+        return True
+    if "expected string or bytes-like object" in last:
+        return "got '" not in last or f"got '{type_name}'" in last
+    return type_name == "dict" and ("unhashable type: 'slice'" in last or bool(re.match(r"KeyError: -?\d+$", last)))
+
+
+def _names(code: str) -> tuple[set[str], set[str], set[str]]:
+    """Names a cell reads, names it binds, and the plain names it calls."""
+    read: set[str] = set()
+    bound: set[str] = set()
+    called: set[str] = set()
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return read, bound, called
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            called.add(node.func.id)
+    return read, bound, called
+
+
+@dataclass
+class LoopGuards:
+    """What one run has tried and seen, and the checks made from it. With `enabled` False only the repeated-code
+    note (older than the guards) is kept."""
+
+    enabled: bool
+    context_type: str
+    seen_code: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)  # FINAL values refused as non-answers, as written and as read
+    data_names: set[str] = field(default_factory=lambda: {"context"})  # `context` and names bound from it
+    saw_data: bool = False  # a cell that read the data ran without error and printed something
+    premature: int = 0
+
+    def ran_before(self, blocks: list[str]) -> bool:
+        return any(block in self.seen_code for block in blocks)
+
+    def is_retry(self, reply: str) -> bool:
+        """The reply only re-runs cells already run, or repeats a FINAL already refused as a non-answer."""
+        blocks = extract_code_blocks(reply)
+        if blocks:
+            return all(block in self.seen_code for block in blocks)
+        final = find_final(reply)
+        return final is not None and final.value in self.refused
+
+    def is_fresh(self, reply: str) -> bool:
+        """A re-sampled reply worth taking: it has code or a FINAL, and repeats nothing already tried."""
+        return bool(extract_code_blocks(reply) or find_final(reply)) and not self.is_retry(reply)
+
+    def observe(self, code: str, result: CellResult) -> None:
+        """Note whether this cell looked at the data: it read `context` (or a name bound from it, or called a
+        helper that reads it), ran without error and printed something."""
+        read, bound, called = _names(code)
+        if read & self.data_names or called & DATA_HELPERS:
+            self.data_names |= bound
+            if not result.error and result.stdout.strip():
+                self.saw_data = True
+
+    def refuse(self, answer: str, written: str | None) -> str | None:
+        """A note refusing `answer` (`written`: the FINAL's text, None for a FINAL in code), or None to take it."""
+        if not self.enabled:
+            return None
+        if why := non_answer(answer):
+            self.refused.update(v for v in (answer.strip(), written) if v is not None)
+            return why
+        if not self.saw_data and self.premature < PREMATURE_REFUSALS:
+            self.premature += 1  # a model that insists is believed in the end: no deadlock
+            return prompts.NO_DATA_NOTE
+        return None
+
+    def hint(self, error: str) -> str | None:
+        return error_hint(error, self.context_type) if self.enabled else None

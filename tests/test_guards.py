@@ -1,0 +1,210 @@
+"""The loop guards, with the scripted LM and the real process worker: preview, data first, non-answers,
+pre-imports, error hints, re-sampling of repeated turns, and `guards=False` keeping the old loop."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedEngine, repl
+from test_run_loop import CONTEXT, run
+
+from rlm_local import prompts
+from rlm_local.context import PREVIEW_CHARS, prepare_context
+from rlm_local.runtime.guards import error_hint, non_answer
+
+LOOK = repl("print(context[:60])")  # a cell that prints from the data
+
+
+def shown(engine: ScriptedEngine, turn: int) -> str:
+    """What the model was shown before root turn `turn` (1-based): the last user message of that prompt."""
+    return engine.root_prompts[turn - 1][-1]["content"]
+
+
+# ---- 1. preview of the data in the first message -------------------------------------------------------------------
+def test_preview_of_a_str_shows_first_and_last_lines(tmp_path: Path):
+    lines = [f"record {i}: value {i * 7}" for i in range(50_000)]
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(lines) + "\n")  # over 1 MB: read from both ends, not whole
+    preview = prepare_context(path).preview()
+    assert "in 50,000 lines" in preview and f"{path.stat().st_size:,} characters" in preview
+    assert "1| record 0: value 0" in preview and "3| record 2: value 14" in preview
+    assert "50000| record 49999: value 349993" in preview and "record 25000" not in preview
+    assert len(preview) <= PREVIEW_CHARS
+
+
+def test_preview_of_a_list_cuts_items_and_stays_bounded():
+    docs = [f"document {i} " + "word " * 400 for i in range(40)]
+    preview = prepare_context(docs).preview()
+    assert "list of str with 40 items" in preview
+    assert "context[0] = 'document 0 word" in preview and "context[39] = ..." in preview
+    assert "context[20]" not in preview and "(2,011 characters)" in preview
+    assert len(preview) <= PREVIEW_CHARS
+
+
+def test_preview_of_a_dict_samples_keys():
+    docs = {f"notes/file{i:02}.txt": f"notes number {i}\n" * 30 for i in range(25)}
+    preview = prepare_context(docs).preview()
+    assert "Keys (10 of 25): 'notes/file00.txt', 'notes/file01.txt'" in preview and "'notes/file10.txt'" not in preview
+    assert "context['notes/file00.txt'] = 'notes number 0\\n" in preview
+    assert len(preview) <= PREVIEW_CHARS
+
+
+def test_preview_never_shows_the_whole_of_a_small_context():
+    assert "abcdef" not in prepare_context("abcdef").preview()
+    preview = prepare_context("alpha line\nbeta line\n" * 20).preview()
+    assert preview.count("alpha") + preview.count("beta") <= 5
+
+
+def test_first_message_carries_the_preview_but_not_the_middle():
+    engine = ScriptedEngine([LOOK, "FINAL(4217)"])
+    run(engine)
+    first = engine.root_prompts[0][-1]["content"]
+    assert "First and last lines" in first and "1| filler text." in first and "4217" not in first
+
+
+# ---- 2. no answer before code printed from the data ----------------------------------------------------------------
+def test_answer_before_looking_is_refused_then_taken_after_printing_from_context():
+    engine = ScriptedEngine(["FINAL(4217)", LOOK, "FINAL(4217)"])
+    result = run(engine)
+    assert result.answer == "4217" and result.turns == 3
+    assert prompts.NO_DATA_NOTE in shown(engine, 2) and "filler text" in shown(engine, 3)
+
+
+def test_a_name_bound_from_context_counts_and_a_cell_without_output_does_not():
+    code_final = repl("x = 5\nFINAL(x)")  # a FINAL in code is refused too
+    engine = ScriptedEngine([code_final, repl("parts = context.split('. ')"), repl("print(parts[0])"), "FINAL(ok)"])
+    result = run(engine)
+    assert result.answer == "ok" and result.turns == 4
+    assert prompts.NO_DATA_NOTE in shown(engine, 2)
+
+
+def test_a_model_that_insists_is_believed_after_two_refusals():
+    engine = ScriptedEngine(["FINAL(7)", "FINAL(7)", "FINAL(7)"])
+    result = run(engine)
+    assert result.answer == "7" and result.turns == 3
+
+
+def test_the_forced_final_turn_takes_any_answer():
+    engine = ScriptedEngine(["FINAL(guess)", "FINAL(guess)"])
+    result = run(engine, budgets={"max_iterations": 1})
+    assert result.answer == "guess" and result.stop_reason == "max_iterations"
+
+
+# ---- 3. non-answers ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("FINAL(None)", "none"),
+        ("FINAL(null)", "none"),
+        ("FINAL()", "empty"),
+        ("FINAL(Error: the sub-model failed)", "error"),
+        ("FINAL(Traceback (most recent call last):\n  line 1\nZeroDivisionError: division by zero)", "traceback"),
+        (repl("found = None\nFINAL(found)"), "none"),
+        ("```repl\nhits = []\n```\nFINAL_VAR(hits)", "empty"),
+    ],
+)
+def test_non_answers_are_refused_with_the_reason(reply: str, kind: str):
+    engine = ScriptedEngine([LOOK, reply, "FINAL(4217)"])
+    result = run(engine)
+    assert result.answer == "4217" and result.turns == 3
+    assert prompts.NON_ANSWER_NOTES[kind] in shown(engine, 3)
+
+
+def test_non_answer_forms():
+    for text in ("None", "null", "", "  ", "[]", "{}", "Error: not run", "x\nTraceback (most recent call last):\n"):
+        assert non_answer(text), text
+    for text in ("4217", "none of them", "0", "False", "Errors were found in 3 files"):
+        assert non_answer(text) is None, text
+
+
+# ---- 4. pre-imported modules ---------------------------------------------------------------------------------------
+def test_common_modules_are_there_without_import_and_hidden_from_show_vars():
+    code = (
+        "print(re.findall(r'number is (\\d+)', context), json.dumps([1]), math.isqrt(16), Counter('aab')['a'],\n"
+        "      defaultdict(int)['k'], list(itertools.islice(range(9), 2)), collections.deque([3]))\n"
+        "mine = 1\nSHOW_VARS()"
+    )
+    engine = ScriptedEngine([repl(code), "FINAL(4217)"])
+    run(engine)
+    out = shown(engine, 2)
+    assert "['4217'] [1] 4 2 0 [0, 1] deque([3])" in out and "mine: int" in out
+    assert "Counter" not in out.split("deque([3])")[1] and "defaultdict" not in out.split("deque([3])")[1]
+
+
+# ---- 5. hints after a traceback ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("context", "code", "hint"),
+    [
+        ({"a.txt": "alpha " * 50, "b.txt": "beta " * 50}, "print(context.lower())", "context.values()"),
+        ({"a.txt": "alpha " * 50}, "print(re.findall('alpha', context))", "context.values()"),
+        (["alpha " * 50, "beta " * 50], "print(context.split('\\n'))", "'\\n'.join(context)"),
+        (CONTEXT, "print(os.getcwd())", "Hint: add `import os`"),
+        (CONTEXT, "print(llm_query('a', 'b'))", "llm_query(prompt: str"),
+        (CONTEXT, "print(split_text())", "split_text(data: str | list | dict, max_chars"),
+        (CONTEXT, "print(llm_query_batched())", "llm_query_batched(prompts: list[str]"),
+    ],
+)
+def test_error_hints(context, code: str, hint: str):
+    engine = ScriptedEngine([repl(code), "FINAL(x)"])
+    run(engine, context=context, query="q?")
+    out = shown(engine, 2)
+    assert "Traceback" in out and hint in out
+
+
+def test_hints_follow_the_real_context_type():
+    error = "Traceback (most recent call last):\nAttributeError: 'dict' object has no attribute 'lower'"
+    assert "dict" in error_hint(error, "dict")
+    assert error_hint(error, "str") is None  # a dict the model made itself: no advice about `context`
+    assert error_hint("NameError: name 'foo' is not defined", "str") is None
+
+
+# ---- 6. re-sampling a repeated turn --------------------------------------------------------------------------------
+def test_a_repeated_cell_is_resampled_and_not_appended():
+    repeated = repl("print(context[:40])")
+
+    def sampled(options) -> str:  # the first candidate repeats too, the second fails, the others try something new
+        if options.seed % 1000 == 2:
+            raise RuntimeError("engine hiccup")
+        return repeated if options.seed % 1000 == 1 else repl(f"print('seed', {options.seed}, len(context))")
+
+    engine = ScriptedEngine([repeated, repeated, "FINAL(4217)"], sampled=sampled)
+    result = run(engine)
+    assert result.answer == "4217" and result.turns == 3
+    assert [o.temperature for o in engine.sampled_options] == [0.7] * 4
+    assert len({o.seed for o in engine.sampled_options}) == 4
+    last = engine.root_prompts[2]
+    assert sum(m["content"] == repeated for m in last) == 1  # the repeat was never appended
+    assert f"seed 2003 {len(CONTEXT)}" in last[-1]["content"]
+    assert all(later[: len(earlier)] == earlier for earlier, later in pairwise(engine.root_prompts))
+    assert result.usage.root_calls == 3 + 3  # every candidate that came back is paid for
+    turn = [e for e in result.trajectory if e["event"] == "turn"][1]
+    assert turn["resampled"] == 4 and turn["replaced"] == repeated
+
+
+def test_a_repeated_non_answer_is_resampled():
+    engine = ScriptedEngine([LOOK, "FINAL(None)", "FINAL(None)"], sampled=lambda options: "FINAL(4217)")
+    result = run(engine)
+    assert result.answer == "4217" and result.turns == 3 and len(engine.sampled_options) == 4
+
+
+def test_when_every_candidate_repeats_the_reply_stays_with_a_note():
+    engine = ScriptedEngine([LOOK, LOOK, "FINAL(4217)"])  # sampled replies default to the same reply
+    result = run(engine)
+    assert result.answer == "4217" and len(engine.sampled_options) == 4
+    assert prompts.REPEATED_CODE_NOTE in shown(engine, 3)
+    assert [e.get("resampled") for e in result.trajectory if e["event"] == "turn"] == [None, 4, None]
+
+
+# ---- guards=False: the loop as it was ------------------------------------------------------------------------------
+def test_guards_off_keeps_the_old_loop():
+    code = "print(re.findall('x', 'x'))"
+    replies = [repl(code), repl(code), "FINAL(None)", "FINAL(None)"]  # the first FINAL is sent back: code failed
+    engine = ScriptedEngine(replies, sampled=lambda options: "FINAL(4217)")
+    result = run(engine, guards=False)
+    assert result.answer == "None" and result.turns == 4  # taken though nothing was printed from `context`
+    first = engine.root_prompts[0][-1]["content"]
+    assert "First and last" not in first and f"is a str of {len(CONTEXT):,} characters. Write code" in first
+    assert "NameError: name 're' is not defined" in shown(engine, 2) and "Hint" not in shown(engine, 2)
+    assert engine.sampled_options == [] and prompts.REPEATED_CODE_NOTE in shown(engine, 3)
