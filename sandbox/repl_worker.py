@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import contextlib
 import io
 import json
@@ -37,12 +38,26 @@ import time
 import traceback
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `python -I` leaves the script's folder out
+import rlm_helpers
+
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 CAPTURE_KEEP_CHARS = 256 * 1024  # head and tail each: the host shows far less, and needs the true length
 VALUE_KEEP_CHARS = 8 * 1024 * 1024
-HELPER_NAMES = ("llm_query", "llm_query_batched", "rlm_query", "split_text", "SHOW_VARS", "FINAL", "FINAL_VAR")
+HELPER_NAMES = (
+    "llm_query",
+    "llm_query_batched",
+    "rlm_query",
+    "split_text",
+    "SHOW_VARS",
+    "FINAL",
+    "FINAL_VAR",
+    *rlm_helpers.HELPER_NAMES,
+)
 DEFAULT_PIECE_CHARS = 20_000
+# Names the host pre-imports (a setup cell, with the loop guards on): not the model's variables while unchanged.
+PREIMPORTED = {"Counter": collections.Counter, "defaultdict": collections.defaultdict}
 
 
 class ChannelClosed(Exception):
@@ -189,6 +204,7 @@ class Worker:
         self.channel = channel
         self.final: str | None = None
         self.namespace: dict[str, Any] = {"__name__": "__rlm__", "context": context}
+        self._strategies = rlm_helpers.Strategies(self._llm_query_batched, self.namespace).helpers()
         self._install_helpers()
 
     # ---- helpers visible to model code -------------------------------------------------------------------------
@@ -229,6 +245,7 @@ class Worker:
             SHOW_VARS=self._show_vars,
             FINAL=self._final,
             FINAL_VAR=self._final_var,
+            **self._strategies,
         )
 
     # ---- requests ----------------------------------------------------------------------------------------------
@@ -272,6 +289,8 @@ class Worker:
         items = []
         for name, value in list(self.namespace.items()):
             if name in hidden or name.startswith("__") or type(value).__name__ == "module":
+                continue
+            if PREIMPORTED.get(name) is value:
                 continue
             items.append({"name": name, **describe_value(value)})
         return items

@@ -136,8 +136,9 @@ fi
 BASE_ID="$(docker image inspect -f '{{ .Id }}' "$BASE")"
 
 # ---- 2. sandbox image -------------------------------------------------------------------------------------------
-# The same digest is computed by rlm_local.repl.docker_image.source_digest(): Dockerfile then worker, sha256.
-DIGEST="$(cat "$SANDBOX_DIR/Dockerfile" "$SANDBOX_DIR/repl_worker.py" | sha256sum | cut -c1-64)"
+# The same digest is computed by rlm_local.repl.docker_image.source_digest(): the sandbox files in order, sha256.
+SANDBOX_FILES=(Dockerfile repl_worker.py rlm_helpers.py)
+DIGEST="$(cd "$SANDBOX_DIR" && cat "${SANDBOX_FILES[@]}" | sha256sum | cut -c1-64)"
 if [[ "$FORCE" == 0 ]] && image_exists "$IMAGE" \
     && [[ "$(image_label "$IMAGE" rlm-local.source-digest)" == "$DIGEST" ]] \
     && [[ "$(image_label "$IMAGE" rlm-local.base-id)" == "$BASE_ID" ]]; then
@@ -148,7 +149,7 @@ fi
 context="$(mktemp -d "${TMPDIR:-/tmp}/rlm-build.XXXXXX")"
 # shellcheck disable=SC2064
 trap "rm -rf '$context' '$context.log'" EXIT
-cp "$SANDBOX_DIR/Dockerfile" "$SANDBOX_DIR/repl_worker.py" "$context/"
+(cd "$SANDBOX_DIR" && cp "${SANDBOX_FILES[@]}" "$context/")
 OLD_ID="$(docker image inspect -f '{{ .Id }}' "$IMAGE" 2>/dev/null || true)"
 say "building $IMAGE on $BASE"
 docker build --quiet \

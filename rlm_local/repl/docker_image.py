@@ -20,7 +20,7 @@ from typing import Any
 
 from rlm_local.errors import SandboxError
 from rlm_local.repl.docker_client import _client, _is_not_found, _short
-from rlm_local.repl.worker_files import sandbox_dir
+from rlm_local.repl.worker_files import SANDBOX_FILES, sandbox_dir
 
 DEFAULT_IMAGE = "rlm-local-sandbox:latest"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"  # the Dockerfile's default, for hosts that can reach a registry
@@ -32,13 +32,13 @@ BUILD_HINT = "build it with `rlm-local sandbox build` (or `bash scripts/build_sa
 
 
 def source_digest(directory: Path | None = None) -> str | None:
-    """sha256 of the Dockerfile then the worker: the label a sandbox image built from these sources carries.
+    """sha256 of the sandbox files in order: the label a sandbox image built from these sources carries.
 
     The same digest is computed by scripts/build_sandbox_image.sh; None if the Dockerfile is not installed.
     """
     directory = directory or sandbox_dir()
     try:
-        data = (directory / "Dockerfile").read_bytes() + (directory / "repl_worker.py").read_bytes()
+        data = b"".join((directory / name).read_bytes() for name in SANDBOX_FILES)
     except OSError:
         return None
     return hashlib.sha256(data).hexdigest()
@@ -120,7 +120,7 @@ def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str
         return image
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name in ("Dockerfile", "repl_worker.py"):
+        for name in SANDBOX_FILES:
             tar.add(str(directory / name), arcname=name)
     context.seek(0)
     say(f"building {image} on {base_image}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# What the sandbox image is built from, in digest order (scripts/build_sandbox_image.sh hashes the same files).
+SANDBOX_FILES = ("Dockerfile", "repl_worker.py", "rlm_helpers.py")
 
 
 def worker_script() -> Path:

@@ -1,0 +1,112 @@
+"""The REPL's strategy helpers on str, list and dict contexts, with a scripted sub-model."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
+
+import rlm_helpers
+from rlm_helpers import Strategies, items, pieces, rank, search
+
+RECORDS = [
+    "2024-01-02 | ana | The parcel came two weeks late and the box was crushed.",
+    "2024-01-03 | bo | Thanks, the new blender works perfectly!",
+    "2024-01-04 | ana | Still waiting for my delivery, nobody answers the phone.",
+    "2024-01-05 | cy | Why was I charged twice this month?",
+]
+
+
+def sub_model(prompt: str) -> str:
+    """Answers like a careful small model: 'yes' for delivery trouble, a topic label, or a reading."""
+    record = prompt.rsplit("Record:\n", 1)[-1]
+    if "(one of: yes, no)" in prompt:
+        return "Yes." if any(w in record for w in ("late", "delivery")) else "no"
+    if "(one of:" in prompt:
+        return "shipping" if "late" in record or "delivery" in record else "billing"
+    if "Several parts" in prompt:
+        return "Mira Kessel"
+    return "Mira Kessel won (first across the line)" if "Kessel" in prompt else "NONE"
+
+
+def strategies(context):
+    calls: list[list[str]] = []
+
+    def batched(prompts: list[str]) -> list[str]:
+        calls.append(prompts)
+        return [sub_model(p) for p in prompts]
+
+    namespace = {"context": context}
+    namespace.update(Strategies(batched, namespace).helpers())
+    return namespace, calls
+
+
+def test_items_and_pieces_take_every_context_shape():
+    text = "\n".join(RECORDS)
+    assert items(text) == RECORDS == items(RECORDS)
+    assert items({"r1": "x", "r2": "y"}) == ["r1: x", "r2: y"]
+    long_text = "word " * 10_000
+    parts = pieces(long_text, 2_000)
+    assert all(len(p) <= 2_000 for p in parts) and "".join(parts) == long_text
+    assert pieces(RECORDS, 1_000) == ["\n".join(RECORDS)]  # short records are packed into one piece
+
+
+def test_search_finds_words_in_any_shape_with_keys():
+    assert len(search(["late", "CHARGED"], "\n".join(RECORDS))) == 1  # overlapping snippets are merged
+    hits = search("charged", {"a.txt": "nothing here", "b.txt": "you were charged twice"})
+    assert hits == ["[b.txt] you were charged twice"]
+    assert search([], RECORDS) == []
+
+
+def test_count_where_and_where_read_every_record_in_one_batch():
+    ns, calls = strategies(RECORDS)
+    assert ns["count_where"]("Is this about a late delivery? Answer yes or no.") == 2
+    assert len(calls) == 1 and len(calls[0]) == len(RECORDS)
+    assert [r.split(" | ")[1] for r in ns["where"]("Late delivery?")] == ["ana", "ana"]
+
+
+def test_label_each_maps_answers_to_the_given_labels():
+    ns, _ = strategies({f"k{i}": r for i, r in enumerate(RECORDS)})
+    labels = ns["label_each"]("Which topic?", ["shipping", "billing"])
+    assert Counter(labels) == Counter({"shipping": 2, "billing": 2})
+    assert rlm_helpers._to_label("I think it is Billing.", ["shipping", "billing"]) == "billing"
+    assert rlm_helpers._to_label("no idea", ["shipping", "billing"]) == "other"
+
+
+def test_ask_all_reads_every_piece_and_keeps_what_was_found():
+    docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
+    docs["doc17.md"] = "At the regatta Mira Kessel was first across the line, Tomas Vey second."
+    ns, calls = strategies(docs)
+    assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel won (first across the line)"
+    assert sum(len(c) for c in calls) == len(pieces(docs))
+    none_ns, _ = strategies({"a": "nothing relevant"})
+    assert none_ns["ask_all"]("Who won?").startswith("NONE")
+
+
+def test_rank_puts_the_relevant_piece_first():
+    docs = {f"d{i}": "the weather was mild and the market was busy " * 20 for i in range(10)}
+    docs["d7"] = "the regatta winner sailed a blue boat; regatta results were announced"
+    assert "regatta" in rank("who won the regatta", docs, k=1, max_chars=600)[0]
+
+
+def test_helpers_are_in_the_real_worker_and_fan_out_through_the_host():
+    import asyncio
+
+    from fakes import ScriptedEngine, repl
+
+    from rlm_local.config import RLMConfig
+    from rlm_local.repl.process_sandbox import ProcessSandbox
+    from rlm_local.rlm import RLM
+
+    code = 'n = count_where("Is this about a late delivery? Answer yes or no.")\nprint("count", n)'
+    engine = ScriptedEngine([repl(code), "FINAL(n)"], sub=sub_model)
+
+    async def go():
+        async with RLM(RLMConfig(sandbox="process"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
+            return await rlm.acompletion("How many messages are about late deliveries?", RECORDS)
+
+    result = asyncio.run(go())
+    assert result.answer == "2" and result.usage.sub_calls == len(RECORDS)
+    assert "count 2" in engine.root_prompts[1][-1]["content"]
