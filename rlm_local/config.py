@@ -68,6 +68,9 @@ class RLMConfig(BaseModel):
     root_max_tokens: int = Field(1024, ge=16)
     sub_max_tokens: int = Field(512, ge=16)
     temperature: float = Field(0.0, ge=0)
+    # code: the root model writes the code; structured: one planning sub-call, then a fixed map/filter/reduce program
+    # (rlm_local/runtime/structured.py); auto: code, and the structured program when the code found no answer.
+    mode: Literal["code", "structured", "auto"] = "code"
     seed: int | None = 0
     trajectory_path: Path | None = None
     guards: bool = True  # loop guards (rlm_local/runtime/guards.py); False for an ablation without them

@@ -24,6 +24,7 @@ characters including your instructions), so give it one chunk of the context at 
 Much faster than calling `llm_query` in a loop: use it whenever you have several chunks.
 {rlm_query_line}- `split_text(data, max_chars)`: cuts a str, list or dict into a list of str pieces of at most \
 `max_chars` characters, at line or sentence ends.
+- Ready-made strategies (any context shape; each runs its sub-calls batched): `search(words)` (snippets around matches), `ask_all(question)` (reads every piece, combines the findings into one answer), `ask_each(question)` (one answer per piece), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), `rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, `math`, `Counter` are imported.
 - `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
 
@@ -35,44 +36,64 @@ your findings before answering. Do not guess: base the answer on what your code 
 When you are done, reply with FINAL(your answer) outside any code block, or FINAL_VAR(variable_name) to answer \
 with the value of a REPL variable. Inside code you may also call FINAL(value) or FINAL_VAR("name")."""
 
-SMALL_CODER_SYSTEM = """You are a Python programmer. A long text is stored in the Python variable `context` \
-({context_hint}). It is too long to read, so you write Python code to search it, and you answer the user's \
-question about it.
+SMALL_CODER_SYSTEM = """You are a Python programmer. The data for the user's question is stored in the Python \
+variable `context` ({context_hint}). It is too long to read, so you write Python code that searches and reads it, \
+and you answer the user's question from what your code prints.
 
-Tools inside the code:
-- `context`: the data.
-- `llm_query(prompt)`: returns a helper model's answer (string). Keep each prompt under {sub_chars:,} characters.
-- `llm_query_batched(prompts)`: list of prompts -> list of answers, all at once (fast).
-- `split_text(context, max_chars)`: the context cut into a list of str pieces (works for str, list and dict).
-{rlm_query_line}
+Ready-made helpers (they work whether `context` is a str, a list or a dict):
+- `search(words)`: snippets of `context` around any of the words (a list of str, case-insensitive). To find one fact.
+- `ask_all(question)`: a helper model reads ALL of `context`, piece by piece, and returns one answer (str). For a \
+fact that may be written in other words than the question's.
+- `count_where(question)`: asks a yes/no question about EVERY record (line, item or entry) and returns how many got \
+yes (int). For "how many ...?".
+- `where(question)`: the records (list of str) that got yes. For "which ...?" over many records.
+- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`.
+- `items()`: the records of `context` as a list of str. `rank(query)`: the 5 pieces most related to `query`.
+- `llm_query(prompt)`, `llm_query_batched(prompts)`: ask the helper model yourself (prompts under {sub_chars:,} \
+characters).
+{rlm_query_line}`re`, `json`, `math`, `Counter` and `defaultdict` are already imported.
+
 Rules:
 1. Reply with Python code in a ```repl block. Use print() to see results.
-2. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
-3. To find one fact, search `context` with `re` for words of the question. To answer from the whole text, split it
-   into chunks and ask `llm_query_batched` about each chunk.
-4. Never invent an answer: find it in `context` with code. Do not run the same code twice."""
+2. The helper model sees ONE record or piece at a time: ask it a short, complete question about that record.
+3. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
+4. Never invent an answer: it must come from your code's output. Do not run the same code twice."""
 
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
-# the shape of these turns; told the same thing in prose it only wrote comments, and with the example inside the
-# system prompt it re-ran the example's code turn after turn instead of answering).
+# the shape of these turns; told the same thing in prose it only wrote comments). One per task shape: find a fact,
+# read everything for a fact in other words, count records, list who meets a condition.
 SMALL_CODER_EXAMPLES = (
     (
-        "Which cities are mentioned as hosting a festival?",
-        803_517,
-        "chunks = split_text(context, {chunk_chars})\n"
-        'answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c '
-        "for c in chunks])\n"
-        'found = [a for a in answers if "NONE" not in a]\nprint(len(chunks), found)',
-        "12 ['Lyon', 'Oslo']",
-        "Lyon, Oslo",
+        "Which hotel did Dr. Amara Osei stay at during the conference?",
+        "`context` is a str of 1,204,332 characters.",
+        'print(search(["Osei"]))',
+        "['... on arrival Dr. Amara Osei checked into the Hotel Meridian, two streets from the venue ...']",
+        "Hotel Meridian",
     ),
     (
-        "What is the launch code for the rocket?",
-        1_204_332,
-        'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
-        "    print(context[max(0, m.start() - 200): m.end() + 200])",
-        "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
-        "7731-ALPHA",
+        "Who designed the bridge that replaced the old ferry crossing?",
+        "`context` is a dict of str -> str (file path -> text) with 212 items, 803,517 characters in total.",
+        'print(ask_all("Who designed the bridge that replaced the old ferry crossing?"))',
+        'Lena Hartmann ("... the new span, drawn up by engineer Lena Hartmann, ended a century of ferry trips ...")',
+        "Lena Hartmann",
+    ),
+    (
+        "How many of the support tickets are about trouble signing in?",
+        "`context` is a list of str with 1,830 items, 171,223 characters in total.",
+        "print(items()[:2])\n"
+        'print(count_where("Is this ticket about trouble signing in to an account? Answer yes or no."))',
+        "['2024-03-01 | t-0012 | Password reset email never arrives', '2024-03-01 | t-0013 | Invoice is wrong']\n214",
+        "214",
+    ),
+    (
+        "Which customers asked for their money back more than once?",
+        "`context` is a str of 96,410 characters.",
+        'hits = where("Does the writer of this message ask for their money back? Answer yes or no.")\n'
+        "print(len(hits), hits[:3])\n"
+        'writers = Counter(h.split(" | ")[1] for h in hits)\n'
+        "print([name for name, n in writers.items() if n > 1])",
+        "41 ['2023-05-02 | cust_17 | I want a refund for this', ...]\n['cust_17', 'cust_88']",
+        "cust_17, cust_88",
     ),
 )
 
@@ -150,7 +171,7 @@ HELPER_SIGNATURES = {
 class Profile:
     name: str
     system: str
-    examples: tuple[tuple[str, int, str, str, str], ...] = ()  # (query, context chars, code, output, answer)
+    examples: tuple[tuple[str, str, str, str, str], ...] = ()  # (query, data description, code, output, answer)
 
     def opening(
         self, *, context_hint: str, sub_window: int, output_chars: int, allow_rlm_query: bool, max_turns: int
@@ -166,8 +187,7 @@ class Profile:
             "rlm_query_line": RLM_QUERY_LINE if allow_rlm_query else "",
         }
         messages = [{"role": "system", "content": self.system.format(**fields)}]
-        for query, chars, code, output, answer in self.examples:
-            description = f"`context` is a str of {chars:,} characters."
+        for query, description, code, output, answer in self.examples:
             reminder = CONTINUE_REMINDER.format(turn=2, max_turns=max_turns)
             messages += [
                 {"role": "user", "content": FIRST_USER.format(query=query, context_description=description)},

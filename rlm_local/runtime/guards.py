@@ -18,7 +18,9 @@ from rlm_local.repl.session import CellResult
 # Run in the REPL before the first cell (and after a worker restart): the modules small models forget to import.
 PREIMPORT_CODE = "import collections, itertools, json, math, re\nfrom collections import Counter, defaultdict"
 # REPL helpers that read `context` when given no data, so calling them counts as looking at the data.
-DATA_HELPERS = frozenset({"ask_each", "ask_all", "label_each", "count_where", "where"})
+DATA_HELPERS = frozenset(
+    {"ask_each", "ask_all", "label_each", "count_where", "where", "search", "rank", "items", "pieces"}
+)
 PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
 RESAMPLE_CANDIDATES = 4
 RESAMPLE_TEMPERATURE = 0.7

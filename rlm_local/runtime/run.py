@@ -23,6 +23,7 @@ from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession
 from rlm_local.runtime import guards
 from rlm_local.runtime.guards import LoopGuards
+from rlm_local.runtime.structured import run_structured
 from rlm_local.runtime.usage import Usage
 from rlm_local.trajectory import Trajectory
 from rlm_local.truncation import truncate_output
@@ -98,7 +99,12 @@ class RLMRun:
         try:
             await session.start()
             await self._preimport(session)
-            return await self._turns(session)
+            if self.config.mode == "structured":
+                return await run_structured(self, session)
+            outcome = await self._turns(session)
+            if self.config.mode == "auto" and outcome.answer is None and self.tree.budget.exceeded is None:
+                return await run_structured(self, session)  # the model's own code found nothing: run the plan
+            return outcome
         except BudgetExceeded as stop:
             return await self._stopped(session, stop)
         finally:
@@ -200,7 +206,7 @@ class RLMRun:
             if result.fault:
                 self.tree.faults.append(result.fault)
                 self.tree.trajectory.emit("fault", run_id=self.tree.run_id, depth=self.depth, fault=result.fault)
-            outputs.append(self._format_cell(result))
+            outputs.append(self.format_cell(result))
             if result.final is not None:
                 return outputs, result.final
             if self.tree.budget.exceeded is not None or result.error:
@@ -257,7 +263,8 @@ class RLMRun:
             reminder = f"{note}\n{reminder}"
         self.messages.append({"role": "user", "content": prompts.NEXT_USER.format(output=output, reminder=reminder)})
 
-    def _format_cell(self, result: CellResult) -> str:
+    def format_cell(self, result: CellResult) -> str:
+        """A cell's output as the root model sees it: cut to size, with error hints and fault notes."""
         limit = self.config.output_chars
         parts = []
         if result.stdout:
@@ -340,6 +347,11 @@ class RLMRun:
         answers = [r if isinstance(r, str) else _subcall_error(r) for r in results]
         refused = f"Error: not run: {budget.exceeded.detail}" if budget.exceeded else "Error: not run"
         return answers + [refused] * (len(prompt_list) - granted)
+
+    async def ask_sub_model(self, prompt: str, *, max_tokens: int) -> str:
+        """One sub-call made by the runtime itself (structured mode's planner), charged like the model's own."""
+        self.tree.budget.take_subcalls(1)
+        return await self._llm_call(prompt, {"max_tokens": max_tokens}, "plan")
 
     async def _llm_call(self, prompt: str, options: dict[str, Any], kind: str) -> str:
         tree = self.tree
