@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := /tmp/rlm-local-demo.txt
 
-.PHONY: setup quickstart test test-fast lint bench clean
+.PHONY: setup quickstart test test-fast lint bench eval clean
 
 setup:
 	bash scripts/setup.sh
@@ -23,6 +23,10 @@ test-fast:
 lint:
 	$(VENV)/bin/ruff check rlm_local sandbox scripts tests
 	$(VENV)/bin/ruff format --check rlm_local sandbox scripts tests
+
+# A small evaluation on development seeds (minutes on a CPU); see README "Evaluation" for the report's settings.
+eval: setup
+	$(VENV)/bin/rlm-local eval --seeds dev:2 --lengths 12000 --out runs/eval-dev
 
 bench:
 	$(PY) scripts/bench_subcalls.py

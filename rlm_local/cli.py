@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
     run.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
     run.add_argument("--profile", choices=["auto", "general", "small-coder"], default=None)
+    run.add_argument(
+        "--mode",
+        choices=["code", "structured", "auto"],
+        default=None,
+        help="code: the model writes the code (default); structured: a planned map/filter/reduce program; "
+        "auto: code, then the structured program if the code found no answer",
+    )
+    run.add_argument("--no-guards", action="store_true", help="turn the loop guards off (for comparisons)")
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--max-subcalls", type=int, default=None)
     run.add_argument("--max-tokens", type=int, default=None, help="token budget of the whole run")
@@ -53,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("action", choices=["build", "gc", "status"])
     sandbox.add_argument("--force", action="store_true", help="build: rebuild even if the image exists")
     sandbox.add_argument("--all", action="store_true", help="gc: remove every rlm-local container, not only orphans")
+
+    from rlm_local.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
 
     engines = commands.add_parser("engines", help="show configured engines and live figures")
     engines.add_argument("--config", type=Path, default=None, help="deployment TOML file")
@@ -102,6 +114,8 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
         ("profile", args.profile),
         ("cell_timeout_s", args.cell_timeout),
         ("deployment", args.deployment),
+        ("mode", args.mode),
+        ("guards", False if args.no_guards else None),
     )
     for field, value in settings:
         if value is not None:
@@ -191,7 +205,13 @@ def cmd_engines(args: argparse.Namespace) -> int:
     return deployment.engines_command(args.config)
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "sandbox": cmd_sandbox, "engines": cmd_engines}
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlm_local.eval.command import cmd_eval as run_eval
+
+    return run_eval(args)
+
+
+COMMANDS = {"run": cmd_run, "models": cmd_models, "sandbox": cmd_sandbox, "engines": cmd_engines, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

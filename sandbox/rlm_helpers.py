@@ -84,7 +84,8 @@ def _pack(parts: list[str], max_chars: int) -> list[str]:
 
 
 def search(words: str | list[str], data: Any, window: int = SNIPPET_CHARS) -> list[str]:
-    """Snippets around every case-insensitive match of any of `words` (dict snippets start with their key)."""
+    """The sentence or line around every case-insensitive match of any of `words` (at most `window` characters
+    each side); dict snippets start with their key. Whole sentences, so the fact is not lost in the middle."""
     words = [words] if isinstance(words, str) else [str(w) for w in words]
     words = [w for w in words if w.strip()]
     if not words:
@@ -95,15 +96,27 @@ def search(words: str | list[str], data: Any, window: int = SNIPPET_CHARS) -> li
     for key, value in sources:
         text, last_end = str(value), -1
         for match in pattern.finditer(text):
-            start, end = max(0, match.start() - window), min(len(text), match.end() + window)
-            if start < last_end:  # overlaps the last snippet: already shown
+            if match.start() < last_end:  # inside the last snippet: already shown
                 continue
+            start, end = _sentence_bounds(text, match.start(), match.end(), window)
             last_end = end
             prefix = f"[{key}] " if isinstance(data, dict) else ""
-            found.append(prefix + text[start:end].replace("\n", " "))
+            found.append(prefix + text[start:end].strip().replace("\n", " "))
             if len(found) >= MAX_SNIPPETS:
                 return found
     return found
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def _sentence_bounds(text: str, start: int, end: int, window: int) -> tuple[int, int]:
+    """From the end of the sentence (or line) before the match to the end of the one that holds it."""
+    left = max(0, start - window)
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, left, start)]
+    begin = ends[-1] if ends else left
+    after = _SENTENCE_END.search(text, end, min(len(text), end + window))
+    return begin, after.end() if after else min(len(text), end + window)
 
 
 def is_none(answer: str) -> bool:

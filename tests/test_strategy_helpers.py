@@ -54,7 +54,10 @@ def test_items_and_pieces_take_every_context_shape():
 
 
 def test_search_finds_words_in_any_shape_with_keys():
-    assert len(search(["late", "CHARGED"], "\n".join(RECORDS))) == 1  # overlapping snippets are merged
+    hits = search(["late", "CHARGED"], "\n".join(RECORDS))  # the sentence or line that holds each match
+    assert hits == ["2024-01-02 | ana | The parcel came two weeks late and the box was crushed.", RECORDS[3]]
+    prose = "Filler words here. Remember this: the code is QX-1. More filler follows."
+    assert search("the code", prose) == ["Remember this: the code is QX-1."]
     hits = search("charged", {"a.txt": "nothing here", "b.txt": "you were charged twice"})
     assert hits == ["[b.txt] you were charged twice"]
     assert search([], RECORDS) == []
