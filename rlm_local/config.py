@@ -71,6 +71,7 @@ class RLMConfig(BaseModel):
     # code: the root model writes the code; structured: one planning sub-call, then a fixed map/filter/reduce program
     # (rlm_local/runtime/structured.py); auto: code, and the structured program when the code found no answer.
     mode: Literal["code", "structured", "auto"] = "code"
+    samples: int = Field(1, ge=1, le=16)  # K root trajectories per query, answer by majority (runtime/voting.py)
     seed: int | None = 0
     trajectory_path: Path | None = None
     guards: bool = True  # loop guards (rlm_local/runtime/guards.py); False for an ablation without them

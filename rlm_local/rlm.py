@@ -21,6 +21,7 @@ from rlm_local.engines.base import Engine
 from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.runtime.run import RLMRun, RunTree
+from rlm_local.runtime.voting import vote
 from rlm_local.runtime.usage import RLMResult
 from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
@@ -189,17 +190,24 @@ class RLM:
                 await engine.abort_run(run_id)
 
     async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> tuple[str | None, str, str, int]:
-        run = RLMRun(tree, query, prepared)
+        runs = [RLMRun(tree, query, prepared, sample=i) for i in range(self.config.samples)]
         try:
             async with asyncio.timeout(tree.budget.remaining_s()):
-                outcome = await run.run()
-            return outcome.answer, outcome.stop_reason, outcome.detail, outcome.turns
+                outcomes = await asyncio.gather(*(run.run() for run in runs))
         except TimeoutError:
-            return None, "deadline", f"the {self.config.budgets.deadline_s:g}s deadline passed", run.turn
+            return None, "deadline", f"the {self.config.budgets.deadline_s:g}s deadline passed", runs[0].turn
         except PromptTooLong as exc:
-            return None, "error", f"the root conversation no longer fits the model: {exc}", run.turn
+            return None, "error", f"the root conversation no longer fits the model: {exc}", runs[0].turn
         except (EngineError, SandboxError) as exc:
-            return None, "error", str(exc), run.turn
+            return None, "error", str(exc), runs[0].turn
+        if len(outcomes) == 1:
+            first = outcomes[0]
+            return first.answer, first.stop_reason, first.detail, first.turns
+        answer, agreed = vote([o.answer for o in outcomes])
+        tree.trajectory.emit("vote", run_id=tree.run_id, answers=[o.answer for o in outcomes], chosen=answer)
+        chosen = next((o for o in outcomes if o.answer == answer), outcomes[0])
+        detail = f"{agreed} of {len(outcomes)} samples agreed" if answer is not None else chosen.detail
+        return answer, chosen.stop_reason, detail, max(o.turns for o in outcomes)
 
     # ---- synchronous API -----------------------------------------------------------------------------------------
     def _run_sync(self, coro: Any) -> Any:

@@ -25,6 +25,7 @@ from rlm_local.runtime import guards
 from rlm_local.runtime.guards import LoopGuards
 from rlm_local.runtime.structured import run_structured
 from rlm_local.runtime.usage import Usage
+from rlm_local.runtime.voting import SAMPLE_TEMPERATURE
 from rlm_local.trajectory import Trajectory
 from rlm_local.truncation import truncate_output
 
@@ -58,7 +59,8 @@ class Outcome:
 class RLMRun:
     """One (sub-)RLM: a query, a context, a REPL, and a conversation with the root model."""
 
-    def __init__(self, tree: RunTree, query: str, context: PreparedContext, depth: int = 0) -> None:
+    def __init__(self, tree: RunTree, query: str, context: PreparedContext, depth: int = 0, sample: int = 0) -> None:
+        """`sample` > 0: one of several voting trajectories, decoded at a higher temperature with its own seed."""
         self.tree = tree
         self.query = query
         self.context = context
@@ -68,6 +70,9 @@ class RLMRun:
         self.messages: list[dict[str, str]] = []
         self.turn = 0
         self.guards = LoopGuards(self.config.guards, context.type_name)
+        seed = self.config.seed
+        self.temperature = self.config.temperature if sample == 0 else max(SAMPLE_TEMPERATURE, self.config.temperature)
+        self.seed = seed if sample == 0 or seed is None else seed + 7919 * sample
         self._last_cell_failed = False
         self._cell_failed = False
         self._warned_failed = False
@@ -136,7 +141,7 @@ class RLMRun:
         appended: the turn is re-sampled instead (greedy decoding gives the same reply to the same prompt)."""
         self.tree.budget.check(allow=allow)
         self.turn += 1
-        generation, reply = await self._generate(self.config.temperature, self.config.seed)
+        generation, reply = await self._generate(self.temperature, self.seed)
         meta = self._turn_meta(generation, reply)
         if resample and self.guards.enabled and self.guards.is_retry(reply):
             reply, meta = await self._resample(reply, meta)
@@ -166,7 +171,7 @@ class RLMRun:
             return reply, meta  # the loop stops after this turn
         n = guards.RESAMPLE_CANDIDATES
         temperature = max(guards.RESAMPLE_TEMPERATURE, self.config.temperature)
-        base = self.config.seed
+        base = self.seed
         seeds = [None if base is None else base + 1000 * self.turn + i + 1 for i in range(n)]
         candidates = await asyncio.gather(
             *(self._generate(temperature, seed) for seed in seeds), return_exceptions=True
