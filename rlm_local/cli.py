@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auto: code, then the structured program if the code found no answer",
     )
     run.add_argument("--no-guards", action="store_true", help="turn the loop guards off (for comparisons)")
+    run.add_argument("--samples", type=int, default=None, help="K trajectories at once, answer by majority vote")
     run.add_argument("--max-iterations", type=int, default=None)
     run.add_argument("--max-subcalls", type=int, default=None)
     run.add_argument("--max-tokens", type=int, default=None, help="token budget of the whole run")
@@ -115,12 +116,13 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
         ("cell_timeout_s", args.cell_timeout),
         ("deployment", args.deployment),
         ("mode", args.mode),
+        ("samples", args.samples),
         ("guards", False if args.no_guards else None),
     )
     for field, value in settings:
         if value is not None:
             setattr(config, field, value)
-    return config
+    return RLMConfig.model_validate(config.model_dump())  # every flag validated, not only the budgets
 
 
 def read_context_arg(value: str) -> Any:

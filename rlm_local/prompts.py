@@ -24,7 +24,12 @@ characters including your instructions), so give it one chunk of the context at 
 Much faster than calling `llm_query` in a loop: use it whenever you have several chunks.
 {rlm_query_line}- `split_text(data, max_chars)`: cuts a str, list or dict into a list of str pieces of at most \
 `max_chars` characters, at line or sentence ends.
-- Ready-made strategies (any context shape; each runs its sub-calls batched): `search(words)` (snippets around matches), `ask_all(question)` (reads every piece, combines the findings into one answer), `ask_each(question)` (one answer per piece), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), `rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, `math`, `Counter` are imported.
+- Ready-made strategies (any context shape; each runs its sub-calls batched): `search(words)` (the sentences \
+around matches), `ask_all(question)` (reads every piece, combines the findings into one answer), \
+`ask_each(question)` (one answer per piece), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
+every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
+`rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, \
+`math`, `Counter` are imported.
 - `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
 

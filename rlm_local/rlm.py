@@ -21,8 +21,8 @@ from rlm_local.engines.base import Engine
 from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.runtime.run import RLMRun, RunTree
-from rlm_local.runtime.voting import vote
 from rlm_local.runtime.usage import RLMResult
+from rlm_local.runtime.voting import vote
 from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
 
