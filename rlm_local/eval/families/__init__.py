@@ -1,0 +1,1 @@
+"""Task families: each module has `VARIANTS` and `draft(rng, chars, shape, variant) -> Draft`."""
