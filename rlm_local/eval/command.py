@@ -43,10 +43,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def build_tasks(args: argparse.Namespace) -> list:
-    from rlm_local.eval.tasks import FAMILIES, make_tasks
-
     from rlm_local.eval.datasets import load_dataset
     from rlm_local.eval.seeds import parse_seeds
+    from rlm_local.eval.tasks import FAMILIES, make_tasks
 
     if args.dataset:
         return load_dataset(args.dataset, args.limit)

@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlm_local.eval.tasks import EvalTask
-
 from rlm_local.errors import ContextError
+from rlm_local.eval.tasks import EvalTask
 
 OOLONG_COLUMNS = ("context_window_text", "question", "answer")
 LONGBENCH_COLUMNS = ("question", "choice_A", "choice_B", "choice_C", "choice_D", "answer", "context")

@@ -17,12 +17,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rlm_local.eval.scoring import score_answer
-from rlm_local.eval.tasks import EvalTask
 
 from rlm_local.config import Budgets, RLMConfig
 from rlm_local.errors import ConfigError
 from rlm_local.eval.baseline import base_completion, base_record, context_tokens
+from rlm_local.eval.scoring import score_answer
+from rlm_local.eval.tasks import EvalTask
 from rlm_local.rlm import RLM
 
 RESULTS = "results.jsonl"
