@@ -165,7 +165,7 @@ class Strategies:
         """Read the whole data piece by piece for `question`, then combine what was found into one answer."""
         notes = [a.strip() for a in self.ask_each(question, data, max_chars) if not is_none(a)]
         if not notes:
-            return "NONE: no part of the data answers this"
+            return "NONE"  # nothing found: the loop guards refuse it as an answer
         if len(notes) == 1:
             return notes[0]
         while len(notes) > 1:

@@ -65,3 +65,15 @@ def test_auto_mode_falls_back_to_the_plan_when_the_code_found_nothing():
     config = RLMConfig(sandbox="process", mode="auto", budgets={"max_iterations": 2})
     result = run(config, engine)
     assert result.answer == "2" and len(engine.root_prompts) >= 2
+
+
+def test_auto_mode_runs_the_plan_first_for_small_models_and_code_if_it_finds_nothing():
+    def planner_finds_nothing(prompt: str) -> str:
+        return "LOOKUP" if prompt.rstrip().endswith("TYPE:") else "NONE"
+
+    engine = ScriptedEngine([repl("print(context[3])"), "FINAL(cy)"], sub=planner_finds_nothing)
+    engine.model = "tiny-coder-0.5B"  # a small model: the small-coder profile, structured first
+    result = run(RLMConfig(sandbox="process", mode="auto"), engine, query="Who was charged twice?")
+    turns = [e for e in result.trajectory if e["event"] == "turn"]
+    assert turns[0]["note"] == "structured mode" and turns[0]["final"] is None
+    assert result.answer == "cy" and len(engine.root_prompts) == 2  # then the model's own code answered

@@ -41,7 +41,7 @@ def non_answer(answer: str) -> str | None:
     text = answer.strip()
     if text in _EMPTY:
         return prompts.NON_ANSWER_NOTES["empty"]
-    if text in ("None", "null"):
+    if text.casefold() in ("none", "null"):
         return prompts.NON_ANSWER_NOTES["none"]
     if text.startswith("Error:"):
         return prompts.NON_ANSWER_NOTES["error"]

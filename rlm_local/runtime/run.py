@@ -104,16 +104,26 @@ class RLMRun:
         try:
             await session.start()
             await self._preimport(session)
-            if self.config.mode == "structured":
-                return await run_structured(self, session)
-            outcome = await self._turns(session)
-            if self.config.mode == "auto" and outcome.answer is None and self.tree.budget.exceeded is None:
-                return await run_structured(self, session)  # the model's own code found nothing: run the plan
-            return outcome
+            return await self._answer(session)
         except BudgetExceeded as stop:
             return await self._stopped(session, stop)
         finally:
             await session.close()
+
+    async def _answer(self, session: ReplSession) -> Outcome:
+        """Code mode, structured mode, or `auto`: small models run the structured program first and write code only
+        when it finds nothing; larger models write code first, and the program runs if their code found nothing."""
+        mode = self.config.mode
+        if mode == "code":
+            return await self._turns(session)
+        if mode == "structured":
+            return await run_structured(self, session)
+        small = self.profile.name == "small-coder"
+        first, second = (run_structured, RLMRun._turns) if small else (RLMRun._turns, run_structured)
+        outcome = await first(self, session)
+        if outcome.answer is None and self.tree.budget.exceeded is None:
+            return await second(self, session)
+        return outcome
 
     async def _turns(self, session: ReplSession) -> Outcome:
         max_turns = self.config.budgets.max_iterations
