@@ -9,7 +9,7 @@ from fakes import ScriptedEngine, repl
 from rlm_local.config import RLMConfig
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
-from rlm_local.runtime.structured import parse_plan, program
+from rlm_local.runtime.structured import Plan, answer_options, program, question_form, record_question
 
 RECORDS = [
     "2024-01-02 | ana | The parcel came two weeks late.",
@@ -20,8 +20,10 @@ RECORDS = [
 
 
 def sub_model(prompt: str) -> str:
-    if prompt.rstrip().endswith("TYPE:"):  # the planner
-        return "COUNT\nRECORD_QUESTION: Is this message about a late delivery? Answer yes or no.\nLABELS: NONE"
+    if prompt.rstrip().endswith("One record:"):  # the planner's rephrasing call
+        return "Is this message about a late delivery? Answer yes or no."
+    if prompt.rstrip().endswith("Answer:"):  # the planner's classifying call
+        return "FACT"
     record = prompt.rsplit("Record:\n", 1)[-1]
     if "(one of: yes, no)" in prompt:
         return "yes" if ("late" in record or "delivery" in record) else "no"
@@ -36,18 +38,30 @@ def run(config: RLMConfig, engine: ScriptedEngine, query: str = "How many messag
     return asyncio.run(go())
 
 
-def test_plans_are_parsed_with_fallbacks():
-    plan = parse_plan(" MOST\nRECORD_QUESTION: Which topic?\nLABELS: billing, shipping or account", "q")
-    assert plan.task_type == "MOST" and plan.labels == ("billing", "shipping", "account")
-    assert parse_plan("something unreadable", "Who won?").task_type == "LOOKUP"
-    assert parse_plan("MOST\nRECORD_QUESTION: Which?\nLABELS: NONE", "q").task_type == "LOOKUP"  # no labels to count
+def test_the_question_form_decides_the_task_type_where_english_makes_it_plain():
+    assert question_form("How many of the reviews mention the battery?") == "COUNT"
+    assert question_form("Which topic comes up most often: pricing, delivery or returns?") == "MOST"
+    assert question_form("What is the least common sentiment (positive, negative or neutral)?") == "LEAST"
+    assert question_form("Which customers wrote twice?") == "LIST"
+    assert question_form("Who designed the bridge?") is None  # a model decides
+    assert question_form("Which colour is most common?") is None  # no options to count: not a labelling task
+    assert answer_options("Which is most common: a, b or c?") == ("a", "b", "c")
+    assert answer_options("Who won?") == ()
+
+
+def test_an_unusable_rephrasing_falls_back_to_the_query():
+    assert record_question("Is it late? Answer yes or no.\nmore", "q?") == "Is it late? Answer yes or no."
+    assert record_question("Does it mention snow?", "q?") == "Does it mention snow? Answer yes or no."
+    assert "How many are late?" in record_question("How many are late?", "How many are late?")
+    assert record_question("", "How many?").endswith("Answer yes or no.")
 
 
 def test_programs_are_valid_python_for_every_plan():
     import ast
 
-    for text in ("LOOKUP", "COUNT\nRECORD_QUESTION: a?", "LEAST\nRECORD_QUESTION: b?\nLABELS: x, y", "LIST"):
-        ast.parse(program(parse_plan(text, 'Who said "hi"?'), 'Who said "hi"?'))
+    query = 'Who said "hi"?'
+    for plan in (Plan("LOOKUP", query), Plan("COUNT", "a?"), Plan("LEAST", "b?", ("x", "y")), Plan("LIST", "c?")):
+        ast.parse(program(plan, query))
 
 
 def test_structured_mode_counts_with_one_plan_and_one_batch():
@@ -55,7 +69,7 @@ def test_structured_mode_counts_with_one_plan_and_one_batch():
     result = run(RLMConfig(sandbox="process", mode="structured"), engine)
     assert result.answer == "2" and result.stop_reason == "final"
     assert engine.root_prompts == []  # the root model wrote no code
-    assert result.usage.sub_calls == 1 + len(RECORDS)  # the plan, then one call per record: known in advance
+    assert result.usage.sub_calls == 1 + len(RECORDS)  # the rephrasing, then one call per record: known in advance
     turn = next(e for e in result.trajectory if e["event"] == "turn")
     assert turn["plan"]["type"] == "COUNT" and "count_where" in turn["code"][0]
 
@@ -69,7 +83,7 @@ def test_auto_mode_falls_back_to_the_plan_when_the_code_found_nothing():
 
 def test_auto_mode_runs_the_plan_first_for_small_models_and_code_if_it_finds_nothing():
     def planner_finds_nothing(prompt: str) -> str:
-        return "LOOKUP" if prompt.rstrip().endswith("TYPE:") else "NONE"
+        return "FACT" if prompt.rstrip().endswith("Answer:") else "NONE"
 
     engine = ScriptedEngine([repl("print(context[3])"), "FINAL(cy)"], sub=planner_finds_nothing)
     engine.model = "tiny-coder-0.5B"  # a small model: the small-coder profile, structured first
