@@ -28,8 +28,8 @@ _MOST = re.compile(r"\b(most|more)\s+(common|frequent|often|popular)\b|\bmost of
 _LEAST = re.compile(r"\b(least|fewest|less)\s+(common|frequent|often|popular)?\b|\brarest\b", re.IGNORECASE)
 _LIST = re.compile(
     r"^\s*(which|list|name|give|what are the|who are the)\b.*\b(users|customers|people|members|clients|ids|pairs|"
-    r"accounts|authors|senders|writers|employees|students|players|teams)\b|\b(all|every|each) (the )?(users?|customers?|"
-    r"pairs?|people|person)\b",
+    r"accounts|authors|senders|writers|employees|students|players|teams)\b"
+    r"|\b(all|every|each) (the )?(users?|customers?|pairs?|people|person)\b",
     re.IGNORECASE,
 )
 _OPTIONS = re.compile(r"[:(]\s*([^:()?]+?\bor\b[^:()?]+?)\s*[)?.]*\s*$")
