@@ -18,6 +18,7 @@ from typing import Any
 
 PIECE_CHARS = 4_000  # what a small sub-model reads reliably in one call (a 0.5B model missed facts in 8,000)
 SNIPPET_CHARS = 300
+RERANK_PIECES, RERANK_CHARS = 5, 1_200  # ask_all's second look when the first pass found nothing
 MAX_SNIPPETS = 40
 NONE_WORDS = re.compile(r"^\W*(none|n/a|no answer|not (found|mentioned|stated|given|present))\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -157,12 +158,14 @@ class Strategies:
 
     def ask_each(self, question: str, data: Any = None, max_chars: int = PIECE_CHARS) -> list[str]:
         """Ask `question` of every piece of the data at once; answers in piece order ('NONE' where absent)."""
-        parts = pieces(self._data(data), max_chars)
-        return self._batched([READ_PROMPT.format(question=question, piece=p) for p in parts])
+        return self._batched(_read_prompts(question, pieces(self._data(data), max_chars)))
 
     def ask_all(self, question: str, data: Any = None, max_chars: int = PIECE_CHARS) -> str:
         """Read the whole data piece by piece for `question`, then combine what was found into one answer."""
         notes = [a.strip() for a in self.ask_each(question, data, max_chars) if not is_none(a)]
+        if not notes:  # a second, closer look: the pieces that share the most words with the question, smaller
+            close = rank(question, self._data(data), k=RERANK_PIECES, max_chars=RERANK_CHARS)
+            notes = [a.strip() for a in self._batched(_read_prompts(question, close)) if not is_none(a)]
         if not notes:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
         if len(notes) == 1:
@@ -216,6 +219,10 @@ class Strategies:
             "items": lambda data=None: items(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
         }
+
+
+def _read_prompts(question: str, parts: list[str]) -> list[str]:
+    return [READ_PROMPT.format(question=question, piece=p) for p in parts]
 
 
 def _data_position(fn: Callable[..., Any]) -> int:

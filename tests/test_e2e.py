@@ -54,6 +54,14 @@ async def test_needle_in_a_haystack_in_docker(engine, docker_sandbox):
     assert correct >= 4, outcomes
 
 
+async def test_the_quickstart_question_is_answered(engine, docker_sandbox):
+    """`make quickstart`'s own context and query, with default settings: the answer must be the hidden code."""
+    task = needle_task(seed=2025, chars=400_000, item="access code")  # as scripts/make_demo_context.py writes it
+    rlm = RLM(RLMConfig(sandbox="docker"), root_engine=engine, sandbox=docker_sandbox)
+    result = await rlm.acompletion("What is the access code mentioned in the text?", task.context)
+    assert result.answer is not None and task.answer in result.answer, (result.answer, result.stop_detail)
+
+
 async def test_batched_subcalls_over_sixteen_chunks_are_aggregated(engine, docker_sandbox):
     """The model's code fans out over 16 documents with llm_query_batched and aggregates the answers."""
     task = counting_task(3, documents=16, chars_per_document=1_500)

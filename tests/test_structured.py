@@ -20,10 +20,10 @@ RECORDS = [
 
 
 def sub_model(prompt: str) -> str:
-    if prompt.rstrip().endswith("One record:"):  # the planner's rephrasing call
+    if "Reply with that one question only" in prompt:  # the planner's rephrasing call
         return "Is this message about a late delivery? Answer yes or no."
-    if prompt.rstrip().endswith("Answer:"):  # the planner's classifying call
-        return "FACT"
+    if "Reply with the letter A or B" in prompt:  # the planner's classifying call
+        return "A"
     record = prompt.rsplit("Record:\n", 1)[-1]
     if "(one of: yes, no)" in prompt:
         return "yes" if ("late" in record or "delivery" in record) else "no"
@@ -83,7 +83,7 @@ def test_auto_mode_falls_back_to_the_plan_when_the_code_found_nothing():
 
 def test_auto_mode_runs_the_plan_first_for_small_models_and_code_if_it_finds_nothing():
     def planner_finds_nothing(prompt: str) -> str:
-        return "FACT" if prompt.rstrip().endswith("Answer:") else "NONE"
+        return "A" if "Reply with the letter A or B" in prompt else "NONE"
 
     engine = ScriptedEngine([repl("print(context[3])"), "FINAL(cy)"], sub=planner_finds_nothing)
     engine.model = "tiny-coder-0.5B"  # a small model: the small-coder profile, structured first

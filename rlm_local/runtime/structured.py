@@ -34,32 +34,18 @@ _LIST = re.compile(
 )
 _OPTIONS = re.compile(r"[:(]\s*([^:()?]+?\bor\b[^:()?]+?)\s*[)?.]*\s*$")
 
-CLASSIFY_PROMPT = """Is the answer to this question one fact written somewhere in a text (FACT), or does it need \
-reading many separate records and collecting those that match (RECORDS)?
+# Instructions with a one-word or one-line reply: a 0.5B chat model does not continue few-shot patterns (it echoed
+# them), but it follows a direct instruction.
+CLASSIFY_PROMPT = """Question: {query}
 
-Question: Who designed the new bridge?
-Answer: FACT
-Question: Which customers asked for a refund more than once?
-Answer: RECORDS
-Question: What is the code for the back door?
-Answer: FACT
-Question: Which employees worked on both projects?
-Answer: RECORDS
-Question: {query}
-Answer:"""
+To answer this question, is it enough to find ONE fact written somewhere in a text (reply A), or must many \
+separate records be checked and the matching ones collected (reply B)? Reply with the letter A or B only."""
 
-REWRITE_PROMPT = """Rewrite a question about many records as a yes/no question about ONE record.
+REWRITE_PROMPT = """Question about a large collection of records: {query}
 
-Question: How many of the reviews complain about the battery?
-One record: Does this review complain about the battery? Answer yes or no.
-Question: Count the emails that ask for a discount.
-One record: Does this email ask for a discount? Answer yes or no.
-Question: Which students handed in an assignment late at least twice?
-One record: Does this record say an assignment was handed in late? Answer yes or no.
-Question: Which pairs of drivers both had a delivery delayed by snow?
-One record: Does this record say a delivery was delayed by snow? Answer yes or no.
-Question: {query}
-One record:"""
+Write the yes/no question to ask about ONE record to decide whether that record counts for this question. For \
+example, for "How many reviews complain about the battery?" write: Does this review complain about the battery? \
+Reply with that one question only."""
 
 LABEL_QUESTION = "Which of these best describes this record: {options}?"
 
@@ -109,7 +95,7 @@ async def make_plan(run: RLMRun) -> Plan:
     task_type = question_form(query)
     if task_type is None:
         reply = await run.ask_sub_model(CLASSIFY_PROMPT.format(query=query), max_tokens=4)
-        task_type = "LIST" if "RECORD" in reply.upper() else "LOOKUP"
+        task_type = "LIST" if reply.strip().upper().startswith("B") else "LOOKUP"
     if task_type in ("MOST", "LEAST"):
         options = answer_options(query)
         return Plan(task_type, LABEL_QUESTION.format(options=", ".join(options)), options)
