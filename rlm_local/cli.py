@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
     run.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
     run.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
-    run.add_argument("--profile", choices=["auto", "general", "small-coder"], default=None)
+    run.add_argument("--profile", choices=["auto", "general", "small-coder", "small-coder-basic"], default=None)
     run.add_argument(
         "--mode",
         choices=["code", "structured", "auto"],

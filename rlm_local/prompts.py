@@ -102,6 +102,46 @@ SMALL_CODER_EXAMPLES = (
     ),
 )
 
+# The small-coder profile before the strategy helpers (raw `re` and `llm_query_batched` only): kept as the
+# "without helpers" row of the evaluation's ablations (`--profile small-coder-basic`).
+BASIC_CODER_SYSTEM = """You are a Python programmer. A long text is stored in the Python variable `context` \
+({context_hint}). It is too long to read, so you write Python code to search it, and you answer the user's \
+question about it.
+
+Tools inside the code:
+- `context`: the data.
+- `llm_query(prompt)`: returns a helper model's answer (string). Keep each prompt under {sub_chars:,} characters.
+- `llm_query_batched(prompts)`: list of prompts -> list of answers, all at once (fast).
+- `split_text(context, max_chars)`: the context cut into a list of str pieces (works for str, list and dict).
+{rlm_query_line}
+Rules:
+1. Reply with Python code in a ```repl block. Use print() to see results.
+2. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
+3. To find one fact, search `context` with `re` for words of the question. To answer from the whole text, split it
+   into chunks and ask `llm_query_batched` about each chunk.
+4. Never invent an answer: find it in `context` with code. Do not run the same code twice."""
+
+BASIC_CODER_EXAMPLES = (
+    (
+        "Which cities are mentioned as hosting a festival?",
+        "`context` is a str of 803,517 characters.",
+        "chunks = split_text(context, {chunk_chars})\n"
+        'answers = llm_query_batched(["List the cities hosting a festival in this text, or say NONE:\\n" + c '
+        "for c in chunks])\n"
+        'found = [a for a in answers if "NONE" not in a]\nprint(len(chunks), found)',
+        "12 ['Lyon', 'Oslo']",
+        "Lyon, Oslo",
+    ),
+    (
+        "What is the launch code for the rocket?",
+        "`context` is a str of 1,204,332 characters.",
+        'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
+        "    print(context[max(0, m.start() - 200): m.end() + 200])",
+        "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
+        "7731-ALPHA",
+    ),
+)
+
 RLM_QUERY_LINE = (
     "- `rlm_query(query: str, context=None) -> str`: starts a sub-agent like you, with its own REPL over the "
     "context you pass; for a sub-task that itself needs code.\n"
@@ -206,6 +246,7 @@ class Profile:
 PROFILES = {
     "general": Profile("general", GENERAL_SYSTEM),
     "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM, SMALL_CODER_EXAMPLES),
+    "small-coder-basic": Profile("small-coder-basic", BASIC_CODER_SYSTEM, BASIC_CODER_EXAMPLES),
 }
 
 _SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
