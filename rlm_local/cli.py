@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -216,11 +217,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "models": cmd_models, "sandbox": cmd_sandbox, "engines": cmd_engines, "eval": cmd_eval}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # SIGTERM (kill, a job runner) unwinds like Ctrl-C, so engines and containers are closed: measured, a killed
+    # `rlm-local eval` otherwise left its vLLM engine processes running, holding 9 GB of memory each.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args)
     except RLMError as exc:
