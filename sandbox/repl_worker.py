@@ -55,7 +55,6 @@ HELPER_NAMES = (
     "FINAL_VAR",
     *rlm_helpers.HELPER_NAMES,
 )
-DEFAULT_PIECE_CHARS = 20_000
 # Names the host pre-imports (a setup cell, with the loop guards on): not the model's variables while unchanged.
 PREIMPORTED = {"Counter": collections.Counter, "defaultdict": collections.defaultdict}
 
@@ -152,32 +151,6 @@ def load_context(path: str | None, kind: str) -> Any:
         return json.load(f) if kind == "json" else f.read()
 
 
-def split_text(data: Any, max_chars: int = DEFAULT_PIECE_CHARS) -> list[str]:
-    """Pieces of at most `max_chars` characters, cut at line or sentence ends, from a str, a list or a dict.
-
-    One call that works whatever the context's type, so code written for a str also works on a list of documents.
-    """
-    max_chars = max(100, int(max_chars))
-    if isinstance(data, dict):
-        items = [f"# {key}\n{value}" for key, value in data.items()]
-    elif isinstance(data, list | tuple):
-        items = [str(item) for item in data]
-    else:
-        items = [str(data)]
-    pieces = []
-    for item in items:
-        while len(item) > max_chars:
-            cut = item.rfind("\n", max_chars // 2, max_chars)
-            if cut < 0:
-                cut = item.rfind(". ", max_chars // 2, max_chars) + 1
-            cut = cut if cut > 0 else max_chars
-            pieces.append(item[:cut])
-            item = item[cut:]
-        if item:
-            pieces.append(item)
-    return pieces
-
-
 def describe_value(value: Any) -> dict[str, Any]:
     size: int | None
     try:
@@ -241,7 +214,7 @@ class Worker:
             llm_query=self._llm_query,
             llm_query_batched=self._llm_query_batched,
             rlm_query=self._rlm_query,
-            split_text=split_text,
+            split_text=rlm_helpers.split_text,
             SHOW_VARS=self._show_vars,
             FINAL=self._final,
             FINAL_VAR=self._final_var,

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+SPLIT_CHARS = 20_000  # split_text's default, for code that calls llm_query itself
 PIECE_CHARS = 4_000  # what a small sub-model reads reliably in one call (a 0.5B model missed facts in 8,000)
 SNIPPET_CHARS = 300
-RERANK_PIECES, RERANK_CHARS = 5, 1_200  # ask_all's second look when the first pass found nothing
+CLOSE_PIECES, CLOSE_CHARS = 5, 1_200  # ask_all's first, close look
 MAX_SNIPPETS = 40
 NONE_WORDS = re.compile(r"^\W*(none|n/a|no answer|not (found|mentioned|stated|given|present))\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -55,21 +56,39 @@ def items(data: Any) -> list[str]:
     return [line for line in str(data).splitlines() if line.strip()]
 
 
+def split_text(data: Any, max_chars: int = SPLIT_CHARS) -> list[str]:
+    """Pieces of at most `max_chars` characters, cut at line or sentence ends, from a str, a list or a dict (each
+    dict entry under a `# key` line), so code written for a str also works on a list of documents."""
+    max_chars = max(100, int(max_chars))
+    if isinstance(data, dict):
+        texts = [f"# {key}\n{value}" for key, value in data.items()]
+    elif isinstance(data, list | tuple):
+        texts = [str(item) for item in data]
+    else:
+        texts = [str(data)]
+    return [part for text in texts for part in _cut(text, max_chars)]
+
+
 def pieces(data: Any, max_chars: int = PIECE_CHARS) -> list[str]:
-    """The context cut into pieces of at most `max_chars` characters, at line or sentence ends (dict keys kept)."""
+    """The context cut into pieces of at most `max_chars` characters, at line or sentence ends (dict keys kept);
+    short records are packed together so one sub-call reads a full piece."""
     max_chars = max(200, int(max_chars))
-    out: list[str] = []
-    for text in items(data) if isinstance(data, dict | list | tuple) else [str(data)]:
-        while len(text) > max_chars:
-            cut = text.rfind("\n", max_chars // 2, max_chars)
-            if cut < 0:
-                cut = text.rfind(". ", max_chars // 2, max_chars) + 1
-            cut = cut if cut > 0 else max_chars
-            out.append(text[:cut])
-            text = text[cut:]
-        if text.strip():
-            out.append(text)
-    return _pack(out, max_chars)
+    texts = items(data) if isinstance(data, dict | list | tuple) else [str(data)]
+    return _pack([part for text in texts for part in _cut(text, max_chars)], max_chars)
+
+
+def _cut(text: str, max_chars: int) -> list[str]:
+    parts = []
+    while len(text) > max_chars:
+        cut = text.rfind("\n", max_chars // 2, max_chars)
+        if cut < 0:
+            cut = text.rfind(". ", max_chars // 2, max_chars) + 1
+        cut = cut if cut > 0 else max_chars
+        parts.append(text[:cut])
+        text = text[cut:]
+    if text.strip():
+        parts.append(text)
+    return parts
 
 
 def _pack(parts: list[str], max_chars: int) -> list[str]:
@@ -161,15 +180,17 @@ class Strategies:
         return self._batched(_read_prompts(question, pieces(self._data(data), max_chars)))
 
     def ask_all(self, question: str, data: Any = None, max_chars: int = PIECE_CHARS) -> str:
-        """Read the whole data piece by piece for `question`, then combine what was found into one answer."""
-        notes = [a.strip() for a in self.ask_each(question, data, max_chars) if not is_none(a)]
-        if not notes:  # a second, closer look: the pieces that share the most words with the question, smaller
-            close = rank(question, self._data(data), k=RERANK_PIECES, max_chars=RERANK_CHARS)
-            notes = [a.strip() for a in self._batched(_read_prompts(question, close)) if not is_none(a)]
+        """One answer to `question` from the whole data: first a close look at the small pieces that share the most
+        words with the question (BM25), then, if they say nothing, every piece; what was found is combined.
+
+        Close look first: a small model reads a short, relevant piece far better than a long one, and the sub-calls
+        over every piece also collect more wrong "findings" from pieces that do not hold the answer."""
+        data = self._data(data)
+        notes = self._read(question, rank(question, data, k=CLOSE_PIECES, max_chars=CLOSE_CHARS))
+        if not notes:
+            notes = self._read(question, pieces(data, max_chars))
         if not notes:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
-        if len(notes) == 1:
-            return notes[0]
         while len(notes) > 1:
             groups = _pack([f"- {n}" for n in notes], PIECE_CHARS)
             prompts = [COMBINE_PROMPT.format(notes=g, question=question) for g in groups]
@@ -177,6 +198,10 @@ class Strategies:
             if len(groups) == 1:
                 break
         return notes[0]
+
+    def _read(self, question: str, parts: list[str]) -> list[str]:
+        """What the sub-model found in each part (parts that hold nothing are left out)."""
+        return [a.strip() for a in self._batched(_read_prompts(question, parts)) if not is_none(a)]
 
     def label_each(self, question: str, labels: list[str] | None = None, data: Any = None) -> list[str]:
         """Ask `question` of every record (line, list item or dict entry) at once; one short answer per record.
