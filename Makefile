@@ -26,7 +26,7 @@ lint:
 
 # A small evaluation on development seeds (minutes on a CPU); see README "Evaluation" for the report's settings.
 eval: setup
-	$(VENV)/bin/rlm-local eval --seeds dev:2 --lengths 12000 --out runs/eval-dev
+	$(VENV)/bin/rlm-local eval --seeds dev:2 --max-model-len 4096 --lengths 8000 --out runs/eval-dev
 
 bench:
 	$(PY) scripts/bench_subcalls.py
