@@ -185,7 +185,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(models.prepare_model(name))
         return 0
     for row in models.list_models():
-        print("\t".join(str(v) for v in (row.values() if isinstance(row, dict) else row)))
+        state = "prepared" if row.prepared else "not prepared (rlm-local models prepare " + row.alias + ")"
+        print(f"{row.alias}{' (default)' if row.default else ''}\t{row.title}\t{state}\t{row.path}")
     return 0
 
 

@@ -80,3 +80,12 @@ def test_invalid_budget(tmp_path: Path, flag: str):
     ctx.write_text("some text")
     result = cli("run", "--context", str(ctx), "--query", "q", flag, "-1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_models_lists_the_catalog(capsys):
+    from rlm_local.cli import main
+    from rlm_local.models import CATALOG, DEFAULT_MODEL
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(alias in out for alias in CATALOG) and f"{DEFAULT_MODEL} (default)" in out
