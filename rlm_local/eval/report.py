@@ -72,13 +72,21 @@ def markdown(records: list[dict[str, Any]], plots: list[Path], out: Path) -> str
         "`inside`/`beyond`: the context fits the model's window or not, counted in the model's tokens.",
         "",
         f"- models: {', '.join(sorted({r['model'] for r in records}))}",
+        f"- commit: {_commit()}",
         f"- windows (tokens): {', '.join(str(w) for w in sorted({r['window'] for r in records}))}",
         f"- systems: {', '.join(sorted({r['system'] for r in records}))}",
         f"- seeds: {_seed_sets(seeds)}",
         "",
     ]
     for (model,), rows in _group(records, "model").items():
-        lines += [f"## {model}", "", "### Overall", "", "| system | where " + METRIC_HEAD, "|---|---" + METRIC_RULE]
+        lines += [
+            f"## {_name(model)}",
+            "",
+            "### Overall",
+            "",
+            "| system | where " + METRIC_HEAD,
+            "|---|---" + METRIC_RULE,
+        ]
         lines += [_row([s, w], summarise(g)) for (s, w), g in _group(rows, "system", "where").items()]
         lines += ["", "### By family and length", "", "| family | chars | x window | system " + METRIC_HEAD]
         lines.append("|---|---:|---:|---" + METRIC_RULE)
@@ -89,6 +97,17 @@ def markdown(records: list[dict[str, Any]], plots: list[Path], out: Path) -> str
     for plot in plots:
         lines += [f"![{plot.stem}]({plot.relative_to(out)})", ""]
     return "\n".join(lines)
+
+
+def _commit() -> str:
+    """The code version that wrote the report (results may come from several runs: see each trajectory)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def _seed_sets(seeds: list[int]) -> str:
@@ -129,7 +148,7 @@ def plot(records: list[dict[str, Any]], out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].set_ylim(-0.05, 1.05)
         axes[0].legend()
-        fig.suptitle(f"{model}: RLM vs base model by context length")
+        fig.suptitle(f"{_name(model)}: accuracy and cost inside and beyond the window (median context length)")
         fig.tight_layout()
         path = out / "plots" / f"{_slug(model)}.png"
         fig.savefig(path, dpi=110)
@@ -139,11 +158,16 @@ def plot(records: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def _by_length(rows: list[dict[str, Any]]) -> dict[float, list[dict[str, Any]]]:
-    """Rows grouped by requested length, keyed by the median context length in tokens of that group."""
-    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    """Rows grouped inside / beyond the window (families differ in length per token), keyed by the group's median
+    context length in tokens, so each system is one line from inside the window to beyond it."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[r["chars"]].append(r)
+        groups[where(r)].append(r)
     return {statistics.median(r["context_tokens"] for r in g): g for g in groups.values()}
+
+
+def _name(model: str) -> str:
+    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _slug(text: str) -> str:
