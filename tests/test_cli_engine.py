@@ -31,18 +31,19 @@ def _session_processes(sid: int) -> list[str]:
 
 
 def test_sigterm_stops_the_cli_and_its_engine_processes(tmp_path):
-    """A killed `rlm-local run` (SIGTERM, as a job runner sends) leaves no vLLM process behind, exit code 130."""
+    """A `rlm-local run` killed mid-run (SIGTERM, as a job runner sends) leaves no vLLM process, exit code 130."""
     context = tmp_path / "context.txt"
     context.write_text(needle_task(4, chars=60_000).context)
+    trajectory = tmp_path / "run.jsonl"
     command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(context), "--query", "What is it?"]
-    command += ["--sandbox", "process", "--max-model-len", "4096", "--quiet"]
+    command += ["--sandbox", "process", "--max-model-len", "4096", "--quiet", "--trajectory", str(trajectory)]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not any("VLLM" in p for p in _session_processes(cli.pid)) and time.monotonic() < deadline:
+        while not (trajectory.exists() and "run_start" in trajectory.read_text()) and time.monotonic() < deadline:
             assert cli.poll() is None, cli.stderr.read().decode()[-2000:]
-            time.sleep(1)
-        assert any("VLLM" in p for p in _session_processes(cli.pid)), "the engine never started"
+            time.sleep(0.2)
+        assert any("VLLM" in p for p in _session_processes(cli.pid)), "the engine is not running"
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=120) == 130
         deadline = time.monotonic() + 30
