@@ -70,21 +70,28 @@ Rules:
 SMALL_CODER_EXAMPLES = (
     (
         "Which hotel did Dr. Amara Osei stay at during the conference?",
-        "`context` is a str of 1,204,332 characters.",
+        "`context` is a str of 1,204,332 characters in 1 line.\nFirst and last lines (each cut to 150 characters):\n"
+        "1| The conference opened on a wet Monday. Queues stretched past the cloakroom while the organisers...\n...\n"
+        "1| ...the closing dinner ended with thanks to the volunteers and the caterers.",
         'print(search(["Osei"]))',
-        "['... on arrival Dr. Amara Osei checked into the Hotel Meridian, two streets from the venue ...']",
+        "['Travel note: on arrival Dr. Amara Osei checked into the Hotel Meridian, two streets from the venue.']",
         "Hotel Meridian",
     ),
     (
         "Who designed the bridge that replaced the old ferry crossing?",
-        "`context` is a dict of str -> str (file path -> text) with 212 items, 803,517 characters in total.",
+        "`context` is a dict of str -> str (file path -> text) with 212 items, 803,517 characters in total.\n"
+        "Keys (3 of 212): 'minutes/2019-03.md', 'minutes/2019-04.md', 'minutes/2019-05.md'\n"
+        "First and last items (each cut to 150 characters):\ncontext['minutes/2019-03.md'] = 'The council met at "
+        "seven. Apologies were received from...'...",
         'print(ask_all("Who designed the bridge that replaced the old ferry crossing?"))',
         'Lena Hartmann ("... the new span, drawn up by engineer Lena Hartmann, ended a century of ferry trips ...")',
         "Lena Hartmann",
     ),
     (
         "How many of the support tickets are about trouble signing in?",
-        "`context` is a list of str with 1,830 items, 171,223 characters in total.",
+        "`context` is a list of str with 1,830 items, 171,223 characters in total.\n"
+        "First and last items (each cut to 150 characters):\ncontext[0] = '2024-03-01 | t-0012 | Password reset "
+        "email never arrives'\n...\ncontext[1829] = '2024-06-30 | t-1841 | Parcel left at the wrong door'",
         "print(items()[:2])\n"
         'print(count_where("Is this ticket about trouble signing in to an account? Answer yes or no."))',
         "['2024-03-01 | t-0012 | Password reset email never arrives', '2024-03-01 | t-0013 | Invoice is wrong']\n214",
@@ -92,7 +99,8 @@ SMALL_CODER_EXAMPLES = (
     ),
     (
         "Which customers asked for their money back more than once?",
-        "`context` is a str of 96,410 characters.",
+        "`context` is a str of 96,410 characters in 1,012 lines.\nFirst and last lines (each cut to 150 characters):"
+        "\n1| 2023-05-01 | cust_03 | Do you ship to Norway?\n...\n1012| 2023-09-30 | cust_41 | Thanks, all sorted.",
         'hits = where("Does the writer of this message ask for their money back? Answer yes or no.")\n'
         "print(len(hits), hits[:3])\n"
         'writers = Counter(h.split(" | ")[1] for h in hits)\n'
@@ -134,7 +142,9 @@ BASIC_CODER_EXAMPLES = (
     ),
     (
         "What is the launch code for the rocket?",
-        "`context` is a str of 1,204,332 characters.",
+        "`context` is a str of 1,204,332 characters in 1 line.\nFirst and last lines (each cut to 150 characters):\n"
+        "1| The conference opened on a wet Monday. Queues stretched past the cloakroom while the organisers...\n...\n"
+        "1| ...the closing dinner ended with thanks to the volunteers and the caterers.",
         'import re\nfor m in re.finditer(r"launch code", context, re.IGNORECASE):\n'
         "    print(context[max(0, m.start() - 200): m.end() + 200])",
         "... the crew checked the fuel twice. The launch code for the rocket is 7731-ALPHA. The crew ...",
@@ -152,11 +162,11 @@ FIRST_USER = """Question: {query}
 {context_description} Write code in a ```repl block to look at the context and answer the question."""
 
 # With the loop guards on, the first message shows a preview of the data (its first and last lines or items).
-FIRST_USER_PREVIEW = """Question: {query}
+FIRST_USER_PREVIEW = """{context_description}
 
-{context_description}
-
-Write code in a ```repl block to look at the context and answer the question."""
+Question: {query}
+Write code in a ```repl block to answer the question. Search for the words of the question, not for the \
+sample lines above."""
 
 NEXT_USER = """Output:
 {output}
@@ -181,6 +191,17 @@ FORCE_FINAL = (
     "Do not write code."
 )
 STATE_LOST_NOTE = "Note: {fault}."
+
+ANSWER_CHECK = """Question: {query}
+
+What a program printed while searching the data:
+{output}
+
+Proposed answer: {answer}
+
+If the proposed answer is the exact answer to the question according to the printed text, reply with it unchanged. \
+Otherwise reply with the exact answer taken from the printed text (for example the code, name or number itself, \
+not the words around it). Reply with the answer only."""
 
 # ---- loop guards (rlm_local/runtime/guards.py): why an answer was refused, and hints after a traceback ----------
 TURN_REMINDER = "Turn {turn} of {max_turns}. Write code in a ```repl block."
@@ -219,7 +240,14 @@ class Profile:
     examples: tuple[tuple[str, str, str, str, str], ...] = ()  # (query, data description, code, output, answer)
 
     def opening(
-        self, *, context_hint: str, sub_window: int, output_chars: int, allow_rlm_query: bool, max_turns: int
+        self,
+        *,
+        context_hint: str,
+        sub_window: int,
+        output_chars: int,
+        allow_rlm_query: bool,
+        max_turns: int,
+        preview: bool = False,
     ) -> list[dict[str, str]]:
         """System prompt and worked examples: the same for every run with the same settings (prefix-cached)."""
         sub_chars = max(1000, (sub_window - 512) * CHARS_PER_TOKEN)  # room for instructions and the answer
@@ -232,10 +260,11 @@ class Profile:
             "rlm_query_line": RLM_QUERY_LINE if allow_rlm_query else "",
         }
         messages = [{"role": "system", "content": self.system.format(**fields)}]
+        first = FIRST_USER_PREVIEW if preview else FIRST_USER  # the examples look like the run's first message
         for query, description, code, output, answer in self.examples:
             reminder = CONTINUE_REMINDER.format(turn=2, max_turns=max_turns)
             messages += [
-                {"role": "user", "content": FIRST_USER.format(query=query, context_description=description)},
+                {"role": "user", "content": first.format(query=query, context_description=description)},
                 {"role": "assistant", "content": f"```repl\n{code.format(**fields)}\n```"},
                 {"role": "user", "content": NEXT_USER.format(output=output, reminder=reminder)},
                 {"role": "assistant", "content": f"FINAL({answer})"},

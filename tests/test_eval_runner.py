@@ -78,7 +78,8 @@ def test_eval_run_scores_writes_trajectories_resumes_and_reports(tmp_path):
     def root(messages):  # looks at the data first, then answers with its task's gold value
         if len(messages) == 1:  # the base model's single prompt
             return "I cannot tell."
-        query = messages[1]["content"].split("\n", 1)[0].removeprefix("Question: ")
+        first = messages[1]["content"]
+        query = next(line for line in first.splitlines() if line.startswith("Question: ")).removeprefix("Question: ")
         return repl("print(str(context)[:200])") if len(messages) == 2 else f"FINAL({gold[query]})"
 
     engine = ScriptedEngine(root)

@@ -74,6 +74,7 @@ class RLMRun:
         self.temperature = self.config.temperature if sample == 0 else max(SAMPLE_TEMPERATURE, self.config.temperature)
         self.seed = seed if sample == 0 or seed is None else seed + 7919 * sample
         self._last_cell_failed = False
+        self._last_output = ""  # what the model last saw its code print: the evidence an answer is checked against
         self._cell_failed = False
         self._warned_failed = False
 
@@ -138,6 +139,8 @@ class RLMRun:
             answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks))
             if repeated and answer is None:
                 note = f"{note}\n{prompts.REPEATED_CODE_NOTE}" if note else prompts.REPEATED_CODE_NOTE
+            if answer is not None and not blocks and code_final is None:
+                answer, meta = await self._check_answer(answer, meta)
             self.tree.trajectory.emit("turn", **meta, code=blocks, outputs=outputs, final=answer, note=note)
             if answer is not None:
                 return Outcome(answer, "final", "the model gave a final answer", self.turn)
@@ -261,7 +264,25 @@ class RLMRun:
         refusal = self.guards.refuse(answer, written)
         return (None, refusal) if refusal else (answer, None)
 
+    async def _check_answer(self, answer: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """A written answer checked against the output it was read from, by one sub-call: a 0.5B root model was
+        measured answering FINAL(remember this) from the printed line 'Remember this: the access code is CJE-8822.'
+        Guards only; the sub-model's reply replaces the answer only when it is a real answer found in that output."""
+        evidence = self._last_output
+        if not (self.guards.enabled and evidence.strip()) or self.tree.budget.exceeded is not None:
+            return answer, meta
+        prompt = prompts.ANSWER_CHECK.format(query=self.query, output=evidence[-2000:], answer=answer)
+        try:
+            checked = strip_think(await self.ask_sub_model(prompt, max_tokens=64)).strip().strip("`").strip()
+        except (BudgetExceeded, RLMError):
+            return answer, meta
+        checked = (find_final(checked, lenient=True) or FinalAnswer(checked, False)).value.strip()
+        if not checked or guards.non_answer(checked) or checked.casefold() not in evidence.casefold():
+            return answer, meta  # only an answer read off the printed text replaces the model's
+        return checked, {**meta, "answer_checked": answer} if checked != answer else meta
+
     def _append_feedback(self, outputs: list[str], note: str | None) -> None:
+        self._last_output = "\n".join(outputs)
         if outputs:
             output = (
                 outputs[0] if len(outputs) == 1 else "\n".join(f"[block {i + 1}]\n{o}" for i, o in enumerate(outputs))
@@ -337,6 +358,7 @@ class RLMRun:
             output_chars=self.config.output_chars,
             allow_rlm_query=self.depth + 1 < self.config.budgets.max_depth,
             max_turns=self.config.budgets.max_iterations,
+            preview=self.guards.enabled,
         )
 
     def _check_window(self) -> None:
