@@ -192,16 +192,12 @@ FORCE_FINAL = (
 )
 STATE_LOST_NOTE = "Note: {fault}."
 
-ANSWER_CHECK = """Question: {query}
-
-What a program printed while searching the data:
+ANSWER_CHECK = """What a program printed while searching some data:
 {output}
 
-Proposed answer: {answer}
-
-If the proposed answer is the exact answer to the question according to the printed text, reply with it unchanged. \
-Otherwise reply with the exact answer taken from the printed text (for example the code, name or number itself, \
-not the words around it). Reply with the answer only."""
+Question: {query}
+Answer the question from the printed text only: reply with the exact answer itself (for example the code, name, \
+number or list), not the words around it. Reply with the answer only."""
 
 # ---- loop guards (rlm_local/runtime/guards.py): why an answer was refused, and hints after a traceback ----------
 TURN_REMINDER = "Turn {turn} of {max_turns}. Write code in a ```repl block."

@@ -271,12 +271,14 @@ class RLMRun:
         evidence = self._last_output
         if not (self.guards.enabled and evidence.strip()) or self.tree.budget.exceeded is not None:
             return answer, meta
-        prompt = prompts.ANSWER_CHECK.format(query=self.query, output=evidence[-2000:], answer=answer)
+        prompt = prompts.ANSWER_CHECK.format(query=self.query, output=evidence[-2000:])
         try:
             checked = strip_think(await self.ask_sub_model(prompt, max_tokens=64)).strip().strip("`").strip()
         except (BudgetExceeded, RLMError):
             return answer, meta
         checked = (find_final(checked, lenient=True) or FinalAnswer(checked, False)).value.strip()
+        if answer.casefold() in checked.casefold() and len(answer) >= len(checked) / 2:
+            return answer, meta  # the same answer in other words: keep the model's
         if not checked or guards.non_answer(checked) or checked.casefold() not in evidence.casefold():
             return answer, meta  # only an answer read off the printed text replaces the model's
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
