@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from fakes import ScriptedEngine, repl
-from rlm_local.eval.scoring import score_answer
-from rlm_local.eval.tasks import make_task
 
 from rlm_local.config import RLMConfig
 from rlm_local.errors import ConfigError, ContextError
@@ -17,7 +15,9 @@ from rlm_local.eval.baseline import CUT_MARK, fit_to_window, render_context
 from rlm_local.eval.datasets import load_dataset, load_longbench, load_oolong
 from rlm_local.eval.report import write_report
 from rlm_local.eval.runner import EvalRunner, System, load_results
+from rlm_local.eval.scoring import score_answer
 from rlm_local.eval.seeds import REPORT_SEED_START, parse_seeds
+from rlm_local.eval.tasks import make_task
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
 

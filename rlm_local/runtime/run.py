@@ -31,6 +31,7 @@ from rlm_local.truncation import truncate_output
 
 PREVIEW_CHARS = 500
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NUMBER = re.compile(r"\d")
 
 
 @dataclass
@@ -279,6 +280,8 @@ class RLMRun:
         checked = (find_final(checked, lenient=True) or FinalAnswer(checked, False)).value.strip()
         if answer.casefold() in checked.casefold() and len(answer) >= len(checked) / 2:
             return answer, meta  # the same answer in other words: keep the model's
+        if _NUMBER.search(answer) and not _NUMBER.search(checked):
+            return answer, meta  # a computed number (a count) is not traded for words read off the output
         if not checked or guards.non_answer(checked) or checked.casefold() not in evidence.casefold():
             return answer, meta  # only an answer read off the printed text replaces the model's
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
