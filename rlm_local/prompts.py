@@ -84,7 +84,7 @@ SMALL_CODER_EXAMPLES = (
         "First and last items (each cut to 150 characters):\ncontext['minutes/2019-03.md'] = 'The council met at "
         "seven. Apologies were received from...'...",
         'print(ask_all("Who designed the bridge that replaced the old ferry crossing?"))',
-        'Lena Hartmann ("... the new span, drawn up by engineer Lena Hartmann, ended a century of ferry trips ...")',
+        "Lena Hartmann",
         "Lena Hartmann",
     ),
     (
@@ -212,7 +212,13 @@ NON_ANSWER_NOTES = {
     "`context` to see its wording, then search for words that are really in it.",
     "error": "Not accepted: that is an error message, not an answer; fix the call that failed and run it again.",
     "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
+    "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in "
+    "FINAL(...).",
 }
+ECHO_NOTE = (
+    "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "
+    "then answer with it."
+)
 NOT_STR_HINTS = {
     "dict": "Hint: `context` is a dict (file path -> text), not a str: use '\\n'.join(context.values()) for one "
     "str, or loop over context.items().",

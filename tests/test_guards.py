@@ -12,7 +12,7 @@ from test_run_loop import CONTEXT, run
 
 from rlm_local import prompts
 from rlm_local.context import PREVIEW_CHARS, prepare_context
-from rlm_local.runtime.guards import error_hint, non_answer
+from rlm_local.runtime.guards import echoes_query, error_hint, non_answer
 
 LOOK = repl("print(context[:60])")  # a cell that prints from the data
 
@@ -115,8 +115,31 @@ def test_non_answers_are_refused_with_the_reason(reply: str, kind: str):
 def test_non_answer_forms():
     for text in ("None", "null", "", "  ", "[]", "{}", "Error: not run", "x\nTraceback (most recent call last):\n"):
         assert non_answer(text), text
+    for text in ("your answer", "Your Answer", "(answer)", "<answer>", "..."):
+        assert non_answer(text) == prompts.NON_ANSWER_NOTES["placeholder"], text
     for text in ("4217", "none of them", "0", "False", "Errors were found in 3 files"):
         assert non_answer(text) is None, text
+
+
+def test_an_answer_that_only_repeats_the_question_is_refused_once():
+    engine = ScriptedEngine([LOOK, "FINAL(2019)", "FINAL(2019)"])
+    result = run(engine, query="Who won the race held in 2019?")
+    assert result.answer == "2019" and result.turns == 3  # refused once, then believed
+    assert prompts.ECHO_NOTE in shown(engine, 3)
+
+
+def test_echo_rules():
+    assert echoes_query("2019", "Who won the race held in 2019?")
+    assert echoes_query(" The Race ", "Who won the race held in 2019?")
+    assert not echoes_query("Ada Moss", "Who won the race held in 2019?")
+    assert not echoes_query("billing", "Is billing or shipping more common?")  # options are answers
+    assert not echoes_query("no", "Did the team win? Answer yes or no.")
+
+
+def test_a_refusal_after_a_final_is_shown_without_an_output_section():
+    engine = ScriptedEngine([LOOK, "FINAL(None)", "FINAL(4217)"])
+    run(engine)
+    assert shown(engine, 3).startswith(prompts.NON_ANSWER_NOTES["none"]) and "Output:" not in shown(engine, 3)
 
 
 # ---- 4. pre-imported modules ---------------------------------------------------------------------------------------

@@ -26,9 +26,12 @@ def sub_model(prompt: str) -> str:
         return "Yes." if any(w in record for w in ("late", "delivery")) else "no"
     if "(one of:" in prompt:
         return "shipping" if "late" in record or "delivery" in record else "billing"
-    if "Several parts" in prompt:
+    if "Several parts" in prompt:  # choosing among equally supported findings
         return "Mira Kessel"
-    return "Mira Kessel won (first across the line)" if "Kessel" in prompt else "NONE"
+    piece = prompt.split("Text:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
+    if "Kessel" in piece:
+        return "Mira Kessel."
+    return "a meeting" if "meeting" in piece else "Olaf Brandt"  # words of the piece, or made up
 
 
 def strategies(context):
@@ -63,6 +66,18 @@ def test_search_finds_words_in_any_shape_with_keys():
     assert search([], RECORDS) == []
 
 
+def test_search_for_a_whole_question_falls_back_to_its_words_best_match_first():
+    notes = {
+        "a.txt": "The token bus left at noon.",
+        "b.txt": "Remember this: the session token is 33cb-77.",
+        "c.txt": "A long session of the council.",
+    }
+    hits = search("What is the session token?", notes)
+    assert hits[0] == "[b.txt] Remember this: the session token is 33cb-77." and len(hits) == 3
+    assert search("What is the recovery key?", notes) == []  # none of its words is there
+    assert search(["refund"], RECORDS) == []  # one word that is not there: nothing to fall back to
+
+
 def test_count_where_and_where_read_every_record_in_one_batch():
     ns, calls = strategies(RECORDS)
     assert ns["count_where"]("Is this about a late delivery? Answer yes or no.") == 2
@@ -82,18 +97,35 @@ def test_ask_all_looks_closely_at_the_best_ranked_pieces_first():
     docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
     docs["doc17.md"] = "At the sailing race Mira Kessel was first across the line, Tomas Vey second."
     ns, calls = strategies(docs)
-    assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel won (first across the line)"
+    assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel"  # most of the question's words around it
     assert len(calls) == 1 and len(calls[0]) == rlm_helpers.CLOSE_PIECES  # found in the close look: no full pass
 
 
-def test_ask_all_reads_every_piece_when_the_close_look_finds_nothing():
-    docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
+def test_ask_all_reads_every_piece_when_the_close_look_finds_nothing_near_the_question():
+    docs = {f"doc{i}.md": f"Filler text {i} without a clue. " * 50 for i in range(30)}  # answers made up: dropped
     docs["doc17.md"] = "Mira Kessel crossed first at a regatta."  # shares no word with the question
     ns, calls = strategies(docs)
-    assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel won (first across the line)"
-    assert [len(c) for c in calls] == [rlm_helpers.CLOSE_PIECES, len(pieces(docs))]
+    assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
+    assert [len(c) for c in calls] == [rlm_helpers.CLOSE_PIECES, len(pieces(docs, rlm_helpers.CLOSE_CHARS)) - 5]
     none_ns, _ = strategies({"a": "nothing relevant"})
     assert none_ns["ask_all"]("Who won?") == "NONE"
+
+
+def test_ask_all_lets_the_sub_model_choose_among_equally_supported_answers():
+    docs = {"a.md": "Minutes of a meeting, nothing else. " * 40, "b.md": "Mira Kessel crossed first at a regatta."}
+    ns, calls = strategies(docs)
+    assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
+    assert "Several parts" in calls[-1][0] and "b.md: Mira Kessel crossed first at a regatta." in calls[-1][0]
+
+
+def test_an_answer_counts_only_where_it_is_written_and_does_not_repeat_the_question():
+    piece = "Remember this: the session token is 33cb-77. The weather was mild."
+    assert rlm_helpers.support("What is the session token?", "33cb-77.", piece) == 2
+    assert rlm_helpers.support("What is the session token?", "The answer is: mild", piece) == 2
+    assert rlm_helpers.support("What is the session token?", "9f00-11", piece) == -1  # made up
+    assert rlm_helpers.support("What is the session token?", "session token", piece) == -1  # the question's words
+    ns, _ = strategies(["The parcel came late. " * 200, "Mira Kessel won."])  # two pieces
+    assert ns["ask_each"]("Who won?") == ["NONE", "Mira Kessel."]
 
 
 def test_rank_puts_the_relevant_piece_first():

@@ -81,13 +81,24 @@ def test_auto_mode_falls_back_to_the_plan_when_the_code_found_nothing():
     assert result.answer == "2" and len(engine.root_prompts) >= 2
 
 
-def test_auto_mode_runs_the_plan_first_for_small_models_and_code_if_it_finds_nothing():
+def test_auto_mode_gives_up_on_a_stuck_model_and_runs_the_plan():
+    stuck = repl("print(context[0])")  # every re-sampled candidate repeats it too (the fake's default)
+    engine = ScriptedEngine([stuck] * 12, sub=sub_model)
+    result = run(RLMConfig(sandbox="process", mode="auto"), engine)
+    assert result.answer == "2" and result.stop_reason == "final"
+    turns = [e for e in result.trajectory if e["event"] == "turn"]
+    assert [t["note"] for t in turns[-2:]] == ["stuck: gave up", "structured mode"]
+    assert len(engine.root_prompts) == 3  # the first cell, then two turns stuck on it: not all 12 turns
+
+
+def test_auto_mode_makes_the_forced_guess_only_when_the_plan_finds_nothing():
     def planner_finds_nothing(prompt: str) -> str:
         return "A" if "Reply with the letter A or B" in prompt else "NONE"
 
-    engine = ScriptedEngine([repl("print(context[3])"), "FINAL(cy)"], sub=planner_finds_nothing)
-    engine.model = "tiny-coder-0.5B"  # a small model: the small-coder profile, structured first
-    result = run(RLMConfig(sandbox="process", mode="auto"), engine, query="Who was charged twice?")
-    turns = [e for e in result.trajectory if e["event"] == "turn"]
-    assert turns[0]["note"] == "structured mode" and turns[0]["final"] is None
-    assert result.answer == "cy" and len(engine.root_prompts) == 2  # then the model's own code answered
+    replies = [repl(f"print(context[{i % 4}], {i})") for i in range(2)] + ["FINAL(cy)"]
+    engine = ScriptedEngine(replies, sub=planner_finds_nothing)
+    config = RLMConfig(sandbox="process", mode="auto", budgets={"max_iterations": 2})
+    result = run(config, engine, query="Who was charged twice?")
+    notes = [e["note"] for e in result.trajectory if e["event"] == "turn"]
+    assert notes[-2:] == ["structured mode", "forced final answer"]
+    assert result.answer == "cy" and result.stop_reason == "max_iterations"

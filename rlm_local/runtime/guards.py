@@ -26,6 +26,8 @@ RESAMPLE_CANDIDATES = 4
 RESAMPLE_TEMPERATURE = 0.7
 
 _EMPTY = frozenset({"", "[]", "{}", "()", "set()", "''", '""'})
+# Answers copied from the prompt's own wording ("FINAL(your answer)") rather than found in the data.
+_PLACEHOLDERS = frozenset({"your answer", "answer", "the answer", "final answer", "...", "…", "<answer>"})
 _IMPORTS = {
     **{m: f"import {m}" for m in ("re", "json", "math", "collections", "itertools", "os", "string", "statistics")},
     **{m: f"import {m}" for m in ("functools", "heapq", "datetime", "random", "textwrap", "difflib", "operator")},
@@ -43,11 +45,21 @@ def non_answer(answer: str) -> str | None:
         return prompts.NON_ANSWER_NOTES["empty"]
     if text.casefold() in ("none", "null"):
         return prompts.NON_ANSWER_NOTES["none"]
+    if text.casefold().strip("()[]<>") in _PLACEHOLDERS:
+        return prompts.NON_ANSWER_NOTES["placeholder"]
     if text.startswith("Error:"):
         return prompts.NON_ANSWER_NOTES["error"]
     if "Traceback (most recent call last)" in text:
         return prompts.NON_ANSWER_NOTES["traceback"]
     return None
+
+
+def echoes_query(answer: str, query: str) -> bool:
+    """The answer is only words of the question ("2019" for "...held in 2019?"): the question restated, not
+    answered. Not for questions that offer options ("billing or shipping?"): there the answer is one of them."""
+    text = " ".join(answer.casefold().split()).strip(" .'\"")
+    asked = " ".join(query.casefold().split())
+    return bool(text) and text in asked and not re.search(r"\bor\b|\byes\b|\bno\b", asked)
 
 
 def error_hint(error: str, context_type: str) -> str | None:
@@ -103,6 +115,8 @@ class LoopGuards:
     data_names: set[str] = field(default_factory=lambda: {"context"})  # `context` and names bound from it
     saw_data: bool = False  # a cell that read the data ran without error and printed something
     premature: int = 0
+    query: str = ""
+    echo_refused: bool = False
 
     def ran_before(self, blocks: list[str]) -> bool:
         return any(block in self.seen_code for block in blocks)
@@ -138,6 +152,9 @@ class LoopGuards:
         if not self.saw_data and self.premature < PREMATURE_REFUSALS:
             self.premature += 1  # a model that insists is believed in the end: no deadlock
             return prompts.NO_DATA_NOTE
+        if not self.echo_refused and echoes_query(answer, self.query):
+            self.echo_refused = True  # once: the question's own words can be the answer ("Which year, 2019?")
+            return prompts.ECHO_NOTE
         return None
 
     def hint(self, error: str) -> str | None:
