@@ -212,8 +212,7 @@ NON_ANSWER_NOTES = {
     "`context` to see its wording, then search for words that are really in it.",
     "error": "Not accepted: that is an error message, not an answer; fix the call that failed and run it again.",
     "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
-    "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in "
-    "FINAL(...).",
+    "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in FINAL(...).",
 }
 ECHO_NOTE = (
     "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "
