@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=["code", "structured", "auto"],
         default=None,
-        help="code: the model writes the code (default); structured: a planned map/filter/reduce program; "
-        "auto: code, then the structured program if the code found no answer",
+        help="auto (default): the model writes the code, and the structured program runs if the code found no "
+        "answer; code: the model's code only; structured: a planned map/filter/reduce program",
     )
     run.add_argument("--no-guards", action="store_true", help="turn the loop guards off (for comparisons)")
     run.add_argument("--samples", type=int, default=None, help="K trajectories at once, answer by majority vote")

@@ -69,8 +69,9 @@ class RLMConfig(BaseModel):
     sub_max_tokens: int = Field(512, ge=16)
     temperature: float = Field(0.0, ge=0)
     # code: the root model writes the code; structured: one planning sub-call, then a fixed map/filter/reduce program
-    # (rlm_local/runtime/structured.py); auto: code, and the structured program when the code found no answer.
-    mode: Literal["code", "structured", "auto"] = "code"
+    # (rlm_local/runtime/structured.py); auto (default): code, and the structured program when the code found no
+    # answer or got stuck.
+    mode: Literal["code", "structured", "auto"] = "auto"
     samples: int = Field(1, ge=1, le=16)  # K root trajectories per query, answer by majority (runtime/voting.py)
     seed: int | None = 0
     trajectory_path: Path | None = None

@@ -214,6 +214,10 @@ NON_ANSWER_NOTES = {
     "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
     "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in FINAL(...).",
 }
+WRONG_KIND_NOTE = (
+    "Not accepted: that is not the kind of answer the question asks for (a number for 'how many', a name for "
+    "'who'). Find it in the data, then answer."
+)
 ECHO_NOTE = (
     "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "
     "then answer with it."

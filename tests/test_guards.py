@@ -12,7 +12,7 @@ from test_run_loop import CONTEXT, run
 
 from rlm_local import prompts
 from rlm_local.context import PREVIEW_CHARS, prepare_context
-from rlm_local.runtime.guards import echoes_query, error_hint, non_answer
+from rlm_local.runtime.guards import echoes_query, error_hint, non_answer, wrong_kind
 
 LOOK = repl("print(context[:60])")  # a cell that prints from the data
 
@@ -123,7 +123,7 @@ def test_non_answer_forms():
 
 def test_an_answer_that_only_repeats_the_question_is_refused_once():
     engine = ScriptedEngine([LOOK, "FINAL(2019)", "FINAL(2019)"])
-    result = run(engine, query="Who won the race held in 2019?")
+    result = run(engine, query="Which race was held in 2019?")
     assert result.answer == "2019" and result.turns == 3  # refused once, then believed
     assert prompts.ECHO_NOTE in shown(engine, 3)
 
@@ -134,6 +134,15 @@ def test_echo_rules():
     assert not echoes_query("Ada Moss", "Who won the race held in 2019?")
     assert not echoes_query("billing", "Is billing or shipping more common?")  # options are answers
     assert not echoes_query("no", "Did the team win? Answer yes or no.")
+
+
+def test_an_answer_of_the_wrong_kind_is_refused_once():
+    engine = ScriptedEngine([LOOK, "FINAL(0)", "FINAL(Ada Moss)"])
+    result = run(engine, query="Who won the race?")
+    assert result.answer == "Ada Moss" and prompts.WRONG_KIND_NOTE in shown(engine, 3)
+    assert wrong_kind("several", "How many tickets are open?") and not wrong_kind("three", "How many are open?")
+    assert not wrong_kind("12 tickets", "How many tickets are open?") and not wrong_kind("0", "Which year?")
+    assert wrong_kind("42", "Who sent it?") and not wrong_kind("user_42", "Who sent it?")
 
 
 def test_a_refusal_after_a_final_is_shown_without_an_output_section():

@@ -21,6 +21,7 @@ CONTEXT = "filler text. " * 2000 + "The secret number is 4217. " + "more filler.
 
 def run(engine: ScriptedEngine, context=CONTEXT, query="What is the secret number?", **config) -> object:
     budgets = config.pop("budgets", {})
+    config.setdefault("mode", "code")  # the loop's own mechanics; `auto`'s fallback is tested in test_structured
     cfg = RLMConfig(budgets=Budgets(**budgets), sandbox="process", **config)
 
     async def go():

@@ -62,6 +62,19 @@ def echoes_query(answer: str, query: str) -> bool:
     return bool(text) and text in asked and not re.search(r"\bor\b|\byes\b|\bno\b", asked)
 
 
+_NUMBER_WORDS = r"\b(zero|none|no|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen|hundred)\b"
+
+
+def wrong_kind(answer: str, query: str) -> bool:
+    """The answer is not the kind the question asks for: no number for "how many", only a number for "who"."""
+    asked, text = query.strip().casefold(), answer.strip().casefold()
+    if re.match(r"(how many|how much)\b", asked):
+        return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
+    if re.match(r"who(m|se)?\b", asked):
+        return bool(re.fullmatch(r"[\d\W_]+", text))
+    return False
+
+
 def error_hint(error: str, context_type: str) -> str | None:
     """A one-line hint for a traceback small models often cause, chosen from its last line and the context type."""
     lines = error.strip().splitlines()
@@ -117,6 +130,7 @@ class LoopGuards:
     premature: int = 0
     query: str = ""
     echo_refused: bool = False
+    kind_refused: bool = False
 
     def ran_before(self, blocks: list[str]) -> bool:
         return any(block in self.seen_code for block in blocks)
@@ -155,6 +169,9 @@ class LoopGuards:
         if not self.echo_refused and echoes_query(answer, self.query):
             self.echo_refused = True  # once: the question's own words can be the answer ("Which year, 2019?")
             return prompts.ECHO_NOTE
+        if not self.kind_refused and wrong_kind(answer, self.query):
+            self.kind_refused = True  # once, like the echo
+            return prompts.WRONG_KIND_NOTE
         return None
 
     def hint(self, error: str) -> str | None:
