@@ -101,6 +101,10 @@ def test_eval_run_scores_writes_trajectories_resumes_and_reports(tmp_path):
     text = report.read_text()
     assert "| rlm |" in text and "| base |" in text and "development seeds [0, 1]" in text
     assert list((tmp_path / "plots").glob("*.png"))
+    version = first[0]["commit"]
+    assert version and all(r["commit"] == version for r in first) and f"{version} (4 rows)" in text
+    # the base model against the RLM on the same two tasks: the RLM answered both, the base model neither
+    assert "| base | 2 | 0% | 0.00 | 100% | 1.00 |" in text
 
 
 def test_a_task_that_fails_is_recorded_and_scored_zero(tmp_path):

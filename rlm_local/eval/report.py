@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rlm_local.eval.runner import load_results
+from rlm_local.eval.runner import code_version, load_results
 from rlm_local.eval.seeds import REPORT_SEED_START
 
 REPORT = "report.md"
@@ -72,7 +72,7 @@ def markdown(records: list[dict[str, Any]], plots: list[Path], out: Path) -> str
         "`inside`/`beyond`: the context fits the model's window or not, counted in the model's tokens.",
         "",
         f"- models: {', '.join(sorted({r['model'] for r in records}))}",
-        f"- commit: {_commit()}",
+        f"- commit: {_commits(records)}",
         f"- windows (tokens): {', '.join(str(w) for w in sorted({r['window'] for r in records}))}",
         f"- systems: {', '.join(sorted({r['system'] for r in records}))}",
         f"- seeds: {_seed_sets(seeds)}",
@@ -93,21 +93,48 @@ def markdown(records: list[dict[str, Any]], plots: list[Path], out: Path) -> str
         for (family, chars, system), group in _group(rows, "family", "chars", "system").items():
             ratio = statistics.median(r["context_tokens"] / r["window"] for r in group)
             lines.append(_row([family, f"{chars:,}", f"{ratio:.1f}", system], summarise(group)))
+        lines += _paired(rows)
         lines.append("")
     for plot in plots:
         lines += [f"![{plot.stem}]({plot.relative_to(out)})", ""]
     return "\n".join(lines)
 
 
-def _commit() -> str:
-    """The code version that wrote the report (results may come from several runs: see each trajectory)."""
-    import subprocess
+def _paired(rows: list[dict[str, Any]], reference: str = "rlm") -> list[str]:
+    """Each other system against `reference` on exactly the tasks both ran (ablations run on a subset)."""
+    by_system = _group(rows, "system")
+    ref = {r["task_id"]: r for r in by_system.get((reference,), [])}
+    lines: list[str] = []
+    for (system,), group in by_system.items():
+        shared = [r for r in group if r["task_id"] in ref] if system != reference else []
+        if not shared:
+            continue
+        mine, theirs = summarise(shared), summarise(ref[r["task_id"]] for r in shared)
+        lines.append(
+            f"| {system} | {len(shared)} | {mine['accuracy']:.0%} | {mine['score']:.2f} | {theirs['accuracy']:.0%} "
+            f"| {theirs['score']:.2f} | {mine['sub_calls']:.1f} | {theirs['sub_calls']:.1f} |"
+        )
+    if not lines:
+        return []
+    head = [
+        "",
+        f"### Against `{reference}` on the same tasks (ablations and the base model)",
+        "",
+        f"| system | tasks | accuracy | mean score | `{reference}` accuracy | `{reference}` mean score "
+        f"| sub-calls/task | `{reference}` sub-calls/task |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    return head + lines
 
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+
+def _commits(records: list[dict[str, Any]]) -> str:
+    """The code versions the rows were made with (rows from before versions were kept count as 'unrecorded'),
+    and the one that wrote the report."""
+    counts = defaultdict(int)
+    for r in records:
+        counts[r.get("commit") or "unrecorded"] += 1
+    rows = ", ".join(f"{c} ({n} rows)" for c, n in sorted(counts.items()))
+    return f"{rows}; report written at {code_version()}"
 
 
 def _seed_sets(seeds: list[int]) -> str:

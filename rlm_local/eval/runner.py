@@ -102,6 +102,7 @@ class EvalRunner:
         self.console = console or Console(stderr=True)
         self._write_lock = asyncio.Lock()
         self._tokens: dict[str, int] = {}
+        self._version = code_version()
 
     async def run(self, tasks: list[EvalTask], systems: list[System]) -> list[dict[str, Any]]:
         await self.rlm.start()
@@ -164,6 +165,7 @@ class EvalRunner:
             record.update(answer=None, stop_reason="error", error=f"{type(exc).__name__}: {exc}")
             record["traceback"] = traceback.format_exc(limit=5)
         record["seconds"] = round(time.monotonic() - started, 2)
+        record["commit"] = self._version
         score = score_answer(task, record.get("answer"))
         record.update(score=round(score.score, 4), exact=score.exact)
         for key in ("turns", "sub_calls", "prompt_tokens", "cached_tokens", "completion_tokens", "total_tokens"):
@@ -199,6 +201,22 @@ class EvalRunner:
         async with self._write_lock:
             with open(self.out / RESULTS, "a", encoding="utf-8") as f:
                 f.write(line)
+
+
+def code_version() -> str:
+    """The commit of this checkout (with '+' when it has uncommitted changes), kept in every result row."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "rlm_local", "sandbox"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    version = head.stdout.strip() or "unknown"
+    return f"{version}+" if dirty.stdout.strip() else version
 
 
 def _slug(text: str) -> str:
