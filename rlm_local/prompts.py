@@ -25,7 +25,7 @@ Much faster than calling `llm_query` in a loop: use it whenever you have several
 {rlm_query_line}- `split_text(data, max_chars)`: cuts a str, list or dict into a list of str pieces of at most \
 `max_chars` characters, at line or sentence ends.
 - Ready-made strategies (any context shape; each runs its sub-calls batched): `search(words)` (the sentences \
-around matches), `ask_all(question)` (reads every piece, combines the findings into one answer), \
+around matches), `ask_all(question)` (reads every piece; the best supported answer written in the data), \
 `ask_each(question)` (one answer per piece), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
 every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
 `rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, \

@@ -1,0 +1,94 @@
+"""How well the sub-model does the two jobs the strategy helpers give it, without a root model in the way.
+
+- reading: `ask_all(question)` over generated needle, multi-hop and code-QA tasks (development seeds), scored like
+  the evaluation;
+- labels: `label_each` / `count_where` on generated customer messages whose label is known, per record.
+
+Usage: .venv/bin/python scripts/probe_sub_model.py [--model ALIAS] [--max-model-len 4096] [--seeds 6]
+Results on stdout only. Development seeds: never the report seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
+
+import rlm_helpers
+
+from rlm_local.config import EngineConfig
+from rlm_local.engines.base import GenerationRequest, SamplingOptions
+from rlm_local.eval.families.records import SCHEMES, record_text
+from rlm_local.eval.scoring import score_answer
+from rlm_local.eval.tasks import make_task
+from rlm_local.rlm import start_engine
+
+READING_FAMILIES = ("needle", "multihop", "codeqa")
+LENGTHS = (8_000, 30_000)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--seeds", type=int, default=6, help="development seeds per family and length")
+    args = parser.parse_args()
+    engine = await start_engine(EngineConfig(model=args.model, max_model_len=args.max_model_len))
+    loop = asyncio.get_running_loop()
+
+    async def ask(prompt: str) -> str:
+        request = GenerationRequest([{"role": "user", "content": prompt}], SamplingOptions(max_tokens=128))
+        return (await engine.generate(request)).text
+
+    def batched(prompts: list[str]) -> list[str]:  # the helpers are synchronous, as in the REPL
+        future = asyncio.run_coroutine_threadsafe(asyncio.gather(*(ask(p) for p in prompts)), loop)
+        return list(future.result())
+
+    def helpers(context: object) -> dict:
+        namespace = {"context": context}
+        namespace.update(rlm_helpers.Strategies(batched, namespace).helpers())
+        return namespace
+
+    try:
+        print(f"model: {engine.model}")
+        for chars in LENGTHS:
+            for family in READING_FAMILIES:
+                scores = []
+                for seed in range(args.seeds):
+                    task = make_task(family, seed, chars)
+                    answer = await loop.run_in_executor(None, helpers(task.context)["ask_all"], task.query)
+                    scores.append(score_answer(task, answer).score)
+                print(f"reading  ask_all  {family:<9} {chars:>7,} chars  mean score {sum(scores) / len(scores):.2f}")
+        rng = random.Random(7)
+        for scheme, labels in SCHEMES.items():
+            records = [(label, record_text(rng, label)) for label in labels for _ in range(8)]
+            texts = [text for _, text in records]
+            found = await loop.run_in_executor(
+                None, helpers(texts)["label_each"], f"What is the {scheme} of this message?", list(labels)
+            )
+            right = sum(f == label for f, (label, _) in zip(found, records, strict=True))
+            print(f"labels   label_each {scheme:<9} accuracy {right / len(records):.2f}  given {dict(Counter(found))}")
+            chosen = labels[0]
+            flags = await loop.run_in_executor(
+                None,
+                helpers(texts)["label_each"],
+                f"Is the {scheme} of this message {chosen}? Answer yes or no.",
+                ["yes", "no"],
+            )
+            truth = [label == chosen for label, _ in records]
+            right = sum((f == "yes") == t for f, t in zip(flags, truth, strict=True))
+            print(
+                f"labels   yes/no    {scheme:<9} accuracy {right / len(records):.2f}  yes given "
+                f"{flags.count('yes')} of {len(flags)}, true {sum(truth)}"
+            )
+    finally:
+        await engine.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
