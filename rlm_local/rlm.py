@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rlm_local.budget import RunBudget
+from rlm_local.budget import BudgetExceeded, RunBudget
 from rlm_local.config import EngineConfig, RLMConfig
 from rlm_local.context import ContextInput, PreparedContext, prepare_context
 from rlm_local.engines.base import Engine
@@ -22,7 +22,7 @@ from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.runtime.run import RLMRun, RunTree
 from rlm_local.runtime.usage import RLMResult
-from rlm_local.runtime.voting import vote
+from rlm_local.runtime.voting import verified_vote, vote
 from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
 
@@ -203,8 +203,16 @@ class RLM:
         if len(outcomes) == 1:
             first = outcomes[0]
             return first.answer, first.stop_reason, first.detail, first.turns
-        answer, agreed = vote([o.answer for o in outcomes])
-        tree.trajectory.emit("vote", run_id=tree.run_id, answers=[o.answer for o in outcomes], chosen=answer)
+        answers = [o.answer for o in outcomes]
+        try:
+            answer, agreed, checks = await verified_vote(
+                query, answers, [run.evidence() for run in runs], lambda p: runs[0].ask_sub_model(p, max_tokens=4)
+            )
+        except (BudgetExceeded, RLMError):  # no budget left to check: the vote stands
+            (answer, agreed), checks = vote(answers), []
+        tree.trajectory.emit(
+            "vote", run_id=tree.run_id, answers=answers, chosen=answer, checks=[vars(c) for c in checks]
+        )
         chosen = next((o for o in outcomes if o.answer == answer), outcomes[0])
         detail = f"{agreed} of {len(outcomes)} samples agreed" if answer is not None else chosen.detail
         return answer, chosen.stop_reason, detail, max(o.turns for o in outcomes)

@@ -77,6 +77,7 @@ class RLMRun:
         self.seed = seed if sample == 0 or seed is None else seed + 7919 * sample
         self._last_cell_failed = False
         self._last_output = ""  # what the model last saw its code print: the evidence an answer is checked against
+        self.printed: list[str] = []  # everything its code printed: the evidence a voted answer is checked against
         self._cell_failed = False
         self._warned_failed = False
 
@@ -298,8 +299,12 @@ class RLMRun:
             return answer, meta  # only an answer read off the printed text replaces the model's
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
 
+    def evidence(self) -> str:
+        return "\n".join(self.printed)
+
     def _append_feedback(self, outputs: list[str], note: str | None) -> None:
         self._last_output = "\n".join(outputs)
+        self.printed.extend(outputs)
         if outputs:
             output = (
                 outputs[0] if len(outputs) == 1 else "\n".join(f"[block {i + 1}]\n{o}" for i, o in enumerate(outputs))

@@ -137,6 +137,7 @@ async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
     run.turn += 1
     result = await session.execute(code)
     output = run.format_cell(result)
+    run.printed.append(output)
     answer = result.final if result.final not in (None, "", "None", "NONE") else None
     if answer is not None and answer.startswith("NONE"):
         answer = None
