@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # Engine logs (and those of its child processes, which inherit this) go to stderr: stdout is the answer alone.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     # SIGTERM (kill, a job runner) unwinds like Ctrl-C, so engines and containers are closed: measured, a killed
     # `rlm-local eval` otherwise left its vLLM engine processes running, holding 9 GB of memory each.
     signal.signal(signal.SIGTERM, _interrupt)

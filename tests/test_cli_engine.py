@@ -1,4 +1,4 @@
-"""The CLI on the real engine: a killed run leaves no engine process behind."""
+"""The CLI on the real engine: stdout is the answer alone; a killed run leaves no engine process behind."""
 
 from __future__ import annotations
 
@@ -53,3 +53,17 @@ def test_sigterm_stops_the_cli_and_its_engine_processes(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(cli.pid, signal.SIGKILL)
+
+
+def test_a_quiet_run_prints_the_answer_alone_on_stdout_and_no_traceback(tmp_path):
+    task = needle_task(2, chars=20_000)
+    context = tmp_path / "context.txt"
+    context.write_text(task.context)
+    command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(context), "--query", task.query]
+    command += ["--sandbox", "docker", "--max-model-len", "4096", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines() == [done.stdout.strip()]  # one line: the answer, no engine log lines
+    assert task.answer in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert "turns" in done.stderr.strip().splitlines()[-1]  # the run's summary line goes to stderr
