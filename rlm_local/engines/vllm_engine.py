@@ -109,6 +109,9 @@ class VLLMEngine(Engine):
         # is in a batch whose sampled token is discarded (a chunked prefill), as K voting samples starting together
         # were measured to do. On CPU, sampled requests go unseeded: varied, not reproducible.
         engine.per_request_seeds = config.on_gpu()
+        # vLLM's lazy imports above leave an exception traceback alive that holds this frame: without the `del`, the
+        # frame keeps the AsyncLLM after close(), and its __del__ fails at interpreter exit (a Traceback on stderr).
+        del llm
         return engine
 
     # ---- prompts -------------------------------------------------------------------------------------------------
