@@ -164,6 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if args.context == "-":
             Path(context.file.path if isinstance(context, PreparedContext) else context).unlink(missing_ok=True)
+    for file in result.unreadable:
+        print(f"[not read: {file['path']}: {file['reason']}]", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary(), indent=2, ensure_ascii=False))
     else:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rlm_local.documents import DocumentInfo, DocumentSet, Unreadable, load_folder, read_document
+from rlm_local.documents.convert import needs_conversion
 from rlm_local.errors import ContextError
 from rlm_local.repl.session import ContextFile
 
@@ -51,6 +53,11 @@ class PreparedContext:
     source: str = ""
     owned: bool = False  # we wrote the file and must delete it
     sample: DataSample | None = None  # taken when the value was in memory; text files are sampled when asked
+    documents: DocumentSet | None = None  # for folders and converted files: what each file was, what was unreadable
+
+    @property
+    def unreadable(self) -> list[dict[str, str]]:
+        return self.documents.stats()["unreadable"] if self.documents else []
 
     def describe(self) -> str:
         """One paragraph for the root model's first message."""
@@ -85,6 +92,8 @@ class PreparedContext:
             if sample.head and sample.tail:
                 lines.append("...")
             lines += [_sample_line(label, text, cut, sample.unit, from_end=True) for label, text in sample.tail]
+        if self.documents is not None:
+            lines.insert(1, self.documents.summary())
         return _fit(lines, limit)
 
     def metadata(self) -> dict[str, Any]:
@@ -94,6 +103,12 @@ class PreparedContext:
             "chunks": len(self.chunk_lengths) or 1,
             "chunk_lengths": self.chunk_lengths[:100],
             "source": self.source,
+            **({"unreadable": self.unreadable} if self.unreadable else {}),
+            **(
+                {"converted": self.documents.converted, "conversion_cache_hits": self.documents.cache_hits}
+                if self.documents
+                else {}
+            ),
         }
 
     def cleanup(self) -> None:
@@ -234,6 +249,8 @@ def _from_path(path: Path, workdir: Path | None) -> PreparedContext:
         raise ContextError(f"context file not found: {path}")
     if path.is_dir():
         return _from_folder(path, workdir)
+    if needs_conversion(path):
+        return _from_document(path, workdir)
     chars = count_text_chars(path)
     if chars == 0:
         raise ContextError(f"the context file is empty: {path}")
@@ -242,23 +259,23 @@ def _from_path(path: Path, workdir: Path | None) -> PreparedContext:
 
 
 def _from_folder(folder: Path, workdir: Path | None) -> PreparedContext:
-    docs: dict[str, str] = {}
-    skipped: list[str] = []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = str(file.relative_to(folder))
-        if any(part.startswith(".") for part in file.relative_to(folder).parts):
-            continue
-        try:
-            count_text_chars(file)
-            docs[rel] = file.read_text(encoding="utf-8")
-        except ContextError:
-            skipped.append(rel)
-    if not docs or not any(v.strip() for v in docs.values()):
-        detail = f" ({len(skipped)} binary or unreadable files skipped)" if skipped else ""
-        raise ContextError(f"the context folder has no text files: {folder}{detail}")
-    prepared = _write_json_or_text(docs, "dict", [len(v) for v in docs.values()], str(folder), workdir)
-    if skipped:
-        prepared.source += f" ({len(skipped)} non-text files skipped)"
+    found = load_folder(folder)
+    prepared = _write_json_or_text(found.docs, "dict", [len(v) for v in found.docs.values()], str(folder), workdir)
+    prepared.documents = found
+    return prepared
+
+
+def _from_document(path: Path, workdir: Path | None) -> PreparedContext:
+    """A single PDF, DOCX, ... becomes a str context."""
+    try:
+        converted, cached = read_document(path)
+    except Unreadable as exc:
+        raise ContextError(f"the context file cannot be read: {path}: {exc}") from exc
+    if not converted.text.strip():
+        raise ContextError(f"the context file has no text: {path}")
+    prepared = _write_json_or_text(converted.text, "str", [len(converted.text)], str(path), workdir)
+    info = DocumentInfo(path.name, converted.kind, len(converted.text), converted.parts, cached)
+    prepared.documents = DocumentSet({path.name: converted.text}, [info], converted=not cached, cache_hits=cached)
     return prepared
 
 

@@ -160,6 +160,7 @@ class RLM:
             usage=tree.usage,
             faults=tree.faults,
             trajectory=trajectory.events,
+            unreadable=prepared.unreadable,
         )
         trajectory.emit("run_end", **result.summary())
         trajectory.close()

@@ -62,6 +62,7 @@ class RLMResult:
     usage: Usage
     faults: list[str] = field(default_factory=list)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # context files that could not be read, and why
 
     @property
     def ok(self) -> bool:
@@ -77,4 +78,5 @@ class RLMResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "usage": self.usage.to_dict(),
             "faults": self.faults,
+            "unreadable": self.unreadable,
         }
