@@ -17,7 +17,7 @@ from rlm_local.errors import ContextError
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RLM_LOCAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RLM_LOCAL_DOCUMENT_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture

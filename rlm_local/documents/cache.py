@@ -16,7 +16,9 @@ from rlm_local.models import model_cache_dir
 
 
 def cache_dir() -> Path:
-    return model_cache_dir() / "documents"
+    """``$RLM_LOCAL_DOCUMENT_CACHE`` (say, an encrypted disk), else ``documents/`` in the model cache folder."""
+    explicit = os.environ.get("RLM_LOCAL_DOCUMENT_CACHE")
+    return Path(explicit).expanduser() if explicit else model_cache_dir() / "documents"
 
 
 def file_key(path: Path, version: str) -> str:
