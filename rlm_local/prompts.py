@@ -50,8 +50,7 @@ Ready-made helpers (they work whether `context` is a str, a list or a dict):
 - `ask_all(question)`: a helper model reads ALL of `context`, piece by piece, and returns one answer (str). For a \
 fact that may be written in other words than the question's.
 - `count_where(question)`: asks a yes/no question about EVERY record (line, item or entry) and returns how many got \
-yes (int). For "how many records (messages, entries, lines) ...?". A number stated in the text, such as a price \
-or a total, is a fact: find it with `search` or `ask_all`.
+yes (int). For "how many ...?".
 - `where(question)`: the records (list of str) that got yes. For "which ...?" over many records.
 - `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`.
 - `items()`: the records of `context` as a list of str. `rank(query)`: the 5 pieces most related to `query`.

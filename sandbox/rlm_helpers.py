@@ -251,16 +251,7 @@ class Strategies:
 
     def count_where(self, question: str, data: Any = None) -> int:
         """How many records the sub-model answers 'yes' for (`question` is a yes/no question about one record)."""
-        flags = self.label_each(question, ["yes", "no"], data)
-        count = sum(1 for a in flags if a == "yes")
-        if count == 0:
-            # Measured: small models reach for counting on any "how many" question, also when the number is written
-            # in the text; a zero is where that shows. Said once, in the output the model reads next.
-            print(
-                f"[count_where: none of the {len(flags)} records got 'yes'. If the question asks for a number "
-                "written in the text rather than a count of records, read it with ask_all(question).]"
-            )
-        return count
+        return sum(1 for a in self.label_each(question, ["yes", "no"], data) if a == "yes")
 
     def where(self, question: str, data: Any = None) -> list[str]:
         """The records the sub-model answers 'yes' for."""

@@ -30,13 +30,23 @@ def _session_processes(sid: int) -> list[str]:
     return found
 
 
-def test_sigterm_stops_the_cli_and_its_engine_processes(tmp_path):
-    """A `rlm-local run` killed mid-run (SIGTERM, as a job runner sends) leaves no vLLM process, exit code 130."""
+def _containers_of(pid: int) -> list[str]:
+    import docker
+
+    return [c.name for c in docker.from_env().containers.list(all=True) if c.name.startswith(f"rlm-local-{pid}-")]
+
+
+@pytest.mark.parametrize(
+    ("how", "sandbox"),
+    [("SIGTERM to the CLI, as a job runner sends it", "process"), ("Ctrl-C: SIGINT to the process group", "docker")],
+)
+def test_a_stopped_run_exits_130_leaving_no_engine_process_and_no_container(tmp_path, how, sandbox):
+    """A `rlm-local run` stopped mid-run leaves no vLLM process and no sandbox container, exit code 130."""
     context = tmp_path / "context.txt"
     context.write_text(needle_task(4, chars=60_000).context)
     trajectory = tmp_path / "run.jsonl"
     command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(context), "--query", "What is it?"]
-    command += ["--sandbox", "process", "--max-model-len", "4096", "--quiet", "--trajectory", str(trajectory)]
+    command += ["--sandbox", sandbox, "--max-model-len", "4096", "--quiet", "--trajectory", str(trajectory)]
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -44,12 +54,21 @@ def test_sigterm_stops_the_cli_and_its_engine_processes(tmp_path):
             assert cli.poll() is None, cli.stderr.read().decode()[-2000:]
             time.sleep(0.2)
         assert any("VLLM" in p for p in _session_processes(cli.pid)), "the engine is not running"
-        cli.send_signal(signal.SIGTERM)
+        while sandbox == "docker" and not _containers_of(cli.pid) and time.monotonic() < deadline:
+            assert cli.poll() is None, cli.stderr.read().decode()[-2000:]  # the container starts with the first cell
+            time.sleep(0.2)
+        assert sandbox != "docker" or _containers_of(cli.pid), "the run has no sandbox container"
+        if how.startswith("SIGTERM"):
+            cli.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(cli.pid, signal.SIGINT)
         assert cli.wait(timeout=120) == 130
+        assert "Traceback" not in cli.stderr.read().decode()
         deadline = time.monotonic() + 30
         while _session_processes(cli.pid) and time.monotonic() < deadline:
             time.sleep(1)
         assert _session_processes(cli.pid) == []
+        assert _containers_of(cli.pid) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(cli.pid, signal.SIGKILL)

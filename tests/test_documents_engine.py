@@ -33,7 +33,7 @@ def test_a_folder_of_documents_answers_from_the_pdf_and_lists_the_unreadable_fil
     (folder / "intranet.html").write_text(
         "<html><title>Intranet news</title><body><h1>News</h1><p>The summer party is on 12 September.</p></body></html>"
     )
-    query = "How many pallets did the Tilbury warehouse ship last quarter?"
+    query = "What did the Tilbury warehouse ship last quarter?"
     with RLM(RLMConfig(sandbox="docker", root=EngineConfig(max_model_len=4096))) as rlm:
         first = rlm.completion(query, folder, trajectory_path=tmp_path / "first.jsonl")
         second = rlm.completion(query, folder)

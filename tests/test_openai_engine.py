@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -305,6 +306,33 @@ async def test_remote_server_reports_prefix_cache_hits_through_the_scheduler(rea
     b = await sched.root_engine.generate(GenerationRequest(messages=second, options=turn.options, kind="root"))
     assert b.prompt_tokens > 256 and b.cached_tokens >= 128, (b.prompt_tokens, b.cached_tokens)
     assert sched.snapshot().overall.prefix_hit_rate
+
+
+@pytest.mark.engine
+@ON_ENGINE_LOOP
+async def test_a_wheel_installs_into_a_clean_venv_and_answers_through_the_server(real_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The wheel carries the REPL worker and the sandbox Dockerfile: installed alone (no checkout, no vLLM), it runs
+    a query in the Docker sandbox against the vLLM server."""
+    _, remote, _ = real_pair
+    root = Path(__file__).resolve().parent.parent
+    dist, venv = tmp_path / "dist", tmp_path / "venv"
+    build = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(root)]
+    await asyncio.to_thread(subprocess.run, build, check=True, capture_output=True, timeout=600)
+    (wheel,) = dist.glob("rlm_local-*.whl")
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)]
+    installed = await asyncio.to_thread(subprocess.run, install, capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    context = tmp_path / "notes.txt"
+    lines = [f"Shift log {i}: the loading bay was swept and the forklifts were charged." for i in range(60)]
+    lines.insert(37, "Shift log 37b: the new gate code for the loading bay is 5519.")
+    context.write_text("\n".join(lines))
+    command = [str(venv / "bin" / "rlm-local"), "run", "--base-url", remote.base_url, "--sandbox", "docker"]
+    command += ["--context", str(context), "--query", "What is the new gate code for the loading bay?", "--quiet"]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5519" in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.engine

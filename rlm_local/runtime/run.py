@@ -25,7 +25,7 @@ from rlm_local.runtime import guards
 from rlm_local.runtime.guards import LoopGuards
 from rlm_local.runtime.structured import run_structured
 from rlm_local.runtime.usage import Usage
-from rlm_local.runtime.voting import SAMPLE_TEMPERATURE
+from rlm_local.runtime.voting import SAMPLE_TEMPERATURE, written_in
 from rlm_local.trajectory import Trajectory
 from rlm_local.truncation import truncate_output
 
@@ -295,8 +295,10 @@ class RLMRun:
             return answer, meta  # the same answer in other words: keep the model's
         if _NUMBER.search(answer) and not _NUMBER.search(checked):
             return answer, meta  # a computed number (a count) is not traded for words read off the output
-        if not checked or guards.non_answer(checked) or checked.casefold() not in evidence.casefold():
+        if not checked or guards.non_answer(checked) or not written_in(checked, evidence):
             return answer, meta  # only an answer read off the printed text replaces the model's
+        if _NUMBER.search(answer) and written_in(answer, evidence):
+            return answer, meta  # a number the code printed is not traded for another number in the same output
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
 
     def evidence(self) -> str:
