@@ -15,6 +15,7 @@ quickstart: setup
 	  --trajectory runs/quickstart.jsonl
 
 test: setup
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast:

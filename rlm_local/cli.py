@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-model-len", type=int, default=None)
     run.add_argument("--cell-timeout", type=float, default=None)
     run.add_argument("--trajectory", type=Path, default=None, help="JSONL file of every turn and sub-call")
+    run.add_argument(
+        "--view", action="store_true", help="write the run as an HTML page (next to --trajectory, else under runs/)"
+    )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -63,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("action", choices=["build", "gc", "status"])
     sandbox.add_argument("--force", action="store_true", help="build: rebuild even if the image exists")
     sandbox.add_argument("--all", action="store_true", help="gc: remove every rlm-local container, not only orphans")
+
+    view = commands.add_parser("view", help="a run's trajectory (JSONL) as one self-contained HTML page")
+    view.add_argument("trajectory", type=Path, help="the JSONL file written by `run --trajectory`")
+    view.add_argument("-o", "--out", type=Path, default=None, help="the HTML file (default: beside the JSONL)")
 
     from rlm_local.eval.command import add_parser as add_eval_parser
 
@@ -149,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise RLMError("the query is empty")
     context = read_context_arg(args.context)
+    if args.view and args.trajectory is None:
+        args.trajectory = Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     try:
         # Everything a user can get wrong is checked before the engine spends a minute starting.
         context = prepare_context(context)
@@ -166,6 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             Path(context.file.path if isinstance(context, PreparedContext) else context).unlink(missing_ok=True)
     for file in result.unreadable:
         print(f"[not read: {file['path']}: {file['reason']}]", file=sys.stderr)
+    if args.view:
+        from rlm_local.viewer import write_view
+
+        print(f"[view: {write_view(args.trajectory)}]", file=sys.stderr)
     if args.json:
         print(json.dumps(result.summary(), indent=2, ensure_ascii=False))
     else:
@@ -205,6 +219,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from rlm_local.viewer import write_view
+
+    print(write_view(args.trajectory, args.out))
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from rlm_local import deployment
 
@@ -217,7 +238,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
-COMMANDS = {"run": cmd_run, "models": cmd_models, "sandbox": cmd_sandbox, "engines": cmd_engines, "eval": cmd_eval}
+COMMANDS = {
+    "run": cmd_run,
+    "models": cmd_models,
+    "sandbox": cmd_sandbox,
+    "engines": cmd_engines,
+    "eval": cmd_eval,
+    "view": cmd_view,
+}
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -191,7 +191,8 @@ class RLM:
                 await engine.abort_run(run_id)
 
     async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> tuple[str | None, str, str, int]:
-        runs = [RLMRun(tree, query, prepared, sample=i) for i in range(self.config.samples)]
+        k = self.config.samples
+        runs = [RLMRun(tree, query, prepared, sample=i, label=f"sample {i + 1}" if k > 1 else "main") for i in range(k)]
         try:
             async with asyncio.timeout(tree.budget.remaining_s()):
                 outcomes = await asyncio.gather(*(run.run() for run in runs))

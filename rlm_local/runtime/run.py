@@ -61,9 +61,14 @@ class Outcome:
 class RLMRun:
     """One (sub-)RLM: a query, a context, a REPL, and a conversation with the root model."""
 
-    def __init__(self, tree: RunTree, query: str, context: PreparedContext, depth: int = 0, sample: int = 0) -> None:
-        """`sample` > 0: one of several voting trajectories, decoded at a higher temperature with its own seed."""
+    def __init__(
+        self, tree: RunTree, query: str, context: PreparedContext, depth: int = 0, sample: int = 0, label: str = "main"
+    ) -> None:
+        """`sample` > 0: one of several voting trajectories, decoded at a higher temperature with its own seed.
+        `label` names this run in every event it writes ("sample 2", "main / sub-RLM 3"): the viewer nests by it."""
         self.tree = tree
+        self.label = label
+        self._children = 0
         self.query = query
         self.context = context
         self.depth = depth
@@ -87,6 +92,7 @@ class RLMRun:
         tree.trajectory.emit(
             "run_start",
             run_id=tree.run_id,
+            run=self.label,
             depth=self.depth,
             query=self.query,
             context=self.context.metadata(),
@@ -216,6 +222,7 @@ class RLMRun:
     def _turn_meta(self, generation: Generation, reply: str) -> dict[str, Any]:
         return {
             "run_id": self.tree.run_id,
+            "run": self.label,
             "depth": self.depth,
             "turn": self.turn,
             "prompt_tokens": generation.prompt_tokens,
@@ -237,7 +244,9 @@ class RLMRun:
                 await self._preimport(session)
             if result.fault:
                 self.tree.faults.append(result.fault)
-                self.tree.trajectory.emit("fault", run_id=self.tree.run_id, depth=self.depth, fault=result.fault)
+                self.tree.trajectory.emit(
+                    "fault", run_id=self.tree.run_id, run=self.label, depth=self.depth, fault=result.fault
+                )
             outputs.append(self.format_cell(result))
             if result.final is not None:
                 return outputs, result.final
@@ -430,7 +439,9 @@ class RLMRun:
             depth=self.depth + 1,
         )
         started = time.monotonic()
-        event: dict[str, Any] = {"run_id": tree.run_id, "depth": self.depth + 1, "kind": kind, "chars": len(prompt)}
+        event: dict[str, Any] = {
+            "run_id": tree.run_id, "run": self.label, "depth": self.depth + 1, "kind": kind, "chars": len(prompt)
+        }  # fmt: skip
         try:
             generation = await tree.sub_engine.generate(request)
         except PromptTooLong as exc:
@@ -458,13 +469,17 @@ class RLMRun:
         tree = self.tree
         tree.usage.sub_rlm_runs += 1
         prepared = prepare_context(context if context is not None else query)
+        self._children += 1
+        label = f"{self.label} / sub-RLM {self._children}"
         try:
-            outcome = await RLMRun(tree, query, prepared, self.depth + 1).run()
+            outcome = await RLMRun(tree, query, prepared, self.depth + 1, label=label).run()
         finally:
             prepared.cleanup()
         tree.trajectory.emit(
             "sub_rlm",
             run_id=tree.run_id,
+            run=self.label,
+            child=label,
             depth=self.depth + 1,
             query=query[:200],
             answer=outcome.answer,

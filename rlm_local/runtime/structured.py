@@ -144,6 +144,7 @@ async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
     run.tree.trajectory.emit(
         "turn",
         run_id=run.tree.run_id,
+        run=run.label,
         depth=run.depth,
         turn=run.turn,
         response=f"[structured plan] {plan.task_type}: {plan.record_question}",
