@@ -157,8 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise RLMError("the query is empty")
     context = read_context_arg(args.context)
-    if args.view and args.trajectory is None:
+    if args.view and args.trajectory is None:  # the page is made from the trajectory: keep one under runs/
         args.trajectory = Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        print(f"[trajectory: {args.trajectory}]", file=sys.stderr)
     try:
         # Everything a user can get wrong is checked before the engine spends a minute starting.
         context = prepare_context(context)
