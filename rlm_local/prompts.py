@@ -216,7 +216,7 @@ NON_ANSWER_NOTES = {
 }
 WRONG_KIND_NOTE = (
     "Not accepted: that is not the kind of answer the question asks for (a number for 'how many', a name for "
-    "'who'). Find it in the data, then answer."
+    "'who', the things themselves for 'which ... appear'). Find it in the data, then answer."
 )
 ECHO_NOTE = (
     "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "

@@ -143,6 +143,9 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
     assert wrong_kind("several", "How many tickets are open?") and not wrong_kind("three", "How many are open?")
     assert not wrong_kind("12 tickets", "How many tickets are open?") and not wrong_kind("0", "Which year?")
     assert wrong_kind("42", "Who sent it?") and not wrong_kind("user_42", "Who sent it?")
+    assert wrong_kind("2", "Which garage codes appear in these notes?") and wrong_kind("3", "What are the ticket ids?")
+    assert not wrong_kind("PLA-5704, RYV-4725", "Which garage codes appear in these notes?")
+    assert not wrong_kind("4821", "What is the PIN for the side door?")  # one thing, which may be a number
 
 
 def test_a_refusal_after_a_final_is_shown_without_an_output_section():
@@ -240,3 +243,33 @@ def test_guards_off_keeps_the_old_loop():
     assert "First and last" not in first and f"is a str of {len(CONTEXT):,} characters. Write code" in first
     assert "NameError: name 're' is not defined" in shown(engine, 2) and "Hint" not in shown(engine, 2)
     assert engine.sampled_options == [] and prompts.REPEATED_CODE_NOTE in shown(engine, 3)
+
+
+# ---- answer check: the final answer against the output it was read from --------------------------------------------
+CHECKED = {"search": repl("print([k + ': ' + v for k, v in context.items() if 'code' in v])")}
+NOTES = {"notes/day-0005.txt": "If anyone asks for the garage code, tell them it is LTR-1412.", "notes/a.txt": "rain"}
+
+
+def _checker(reply: str):
+    return lambda prompt: reply if prompt.startswith("What a program printed") else "no"
+
+
+def test_the_check_replaces_a_label_copied_from_the_output_with_the_answer_in_it():
+    engine = ScriptedEngine([CHECKED["search"], "FINAL([notes/day-0005.txt])"], sub=_checker("LTR-1412"))
+    result = run(engine, context=NOTES, query="What is the garage code?")
+    assert result.answer == "LTR-1412"
+
+
+def test_the_check_keeps_a_printed_number_and_never_takes_a_part_of_another_number():
+    counted = repl("hail = context.count('hail')\nprint('records: 16')\nprint(hail)")
+    engine = ScriptedEngine([counted, "FINAL(0)"], sub=_checker("1"))  # '1' is only a part of the printed '16'
+    assert run(engine, query="How many records mention hail?").answer == "0"
+    engine = ScriptedEngine([counted, "FINAL(0)"], sub=_checker("16"))  # another printed number: the model's stays
+    assert run(engine, query="How many records mention hail?").answer == "0"
+
+
+def test_the_check_does_not_shrink_an_answer_that_names_several_things():
+    found = repl("print([v for v in context.values() if 'code' in v])")
+    notes = {"a.txt": "One voucher code is VAP-5460.", "b.txt": "Add OIP-4411 to the list of voucher codes."}
+    engine = ScriptedEngine([found, "FINAL(VAP-5460, OIP-4411)"], sub=_checker("VAP-5460"))
+    assert run(engine, context=notes, query="Which voucher codes appear in these notes?").answer == "VAP-5460, OIP-4411"

@@ -32,6 +32,7 @@ from rlm_local.truncation import truncate_output
 PREVIEW_CHARS = 500
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = re.compile(r"\d")
+_BARE_NUMBER = re.compile(r"-?[\d][\d.,]*")
 STUCK_TURNS = 2  # in `auto` mode, after this many turns stuck on a repeat the structured program takes over
 
 
@@ -306,7 +307,9 @@ class RLMRun:
             return answer, meta  # a computed number (a count) is not traded for words read off the output
         if not checked or guards.non_answer(checked) or not written_in(checked, evidence):
             return answer, meta  # only an answer read off the printed text replaces the model's
-        if _NUMBER.search(answer) and written_in(answer, evidence):
+        if guards.asks_for_several(self.query) and written_in(checked, answer):
+            return answer, meta  # the model's answer names several things, the check only one of them
+        if _BARE_NUMBER.fullmatch(answer.strip()) and written_in(answer, evidence):
             return answer, meta  # a number the code printed is not traded for another number in the same output
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
 
