@@ -57,7 +57,7 @@ class PreparedContext:
 
     @property
     def unreadable(self) -> list[dict[str, str]]:
-        return self.documents.stats()["unreadable"] if self.documents else []
+        return self.documents.unreadable_files() if self.documents else []
 
     def describe(self) -> str:
         """One paragraph for the root model's first message."""

@@ -56,13 +56,8 @@ class DocumentSet:
             line += f" Not readable, so not in `context`: {listed}{more}."
         return line
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "documents": [asdict(d) for d in self.info],
-            "unreadable": [asdict(u) for u in self.unreadable],
-            "converted": self.converted,
-            "cache_hits": self.cache_hits,
-        }
+    def unreadable_files(self) -> list[dict[str, str]]:
+        return [asdict(u) for u in self.unreadable]
 
 
 def read_document(path: Path) -> tuple[Converted, bool]:
@@ -88,7 +83,7 @@ def load_folder(folder: Path) -> DocumentSet:
     """Every file under `folder` (hidden files and folders such as .git excluded), sorted by path."""
     max_files = _limit("RLM_LOCAL_MAX_FILES", 10_000)
     max_chars = _limit("RLM_LOCAL_MAX_CONTEXT_CHARS", 1_000_000_000)
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not _hidden(p.relative_to(folder))]
+    files = _visible_files(folder)
     if len(files) > max_files:
         raise ContextError(
             f"the context folder has {len(files):,} files, more than the limit of {max_files:,}: "
@@ -123,8 +118,14 @@ def load_folder(folder: Path) -> DocumentSet:
     return found
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
+def _visible_files(folder: Path) -> list[Path]:
+    """Files under `folder`, sorted; hidden files and folders are left out without being walked (a .git or .venv
+    can hold more files than the documents)."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / n for n in names if not n.startswith(".")]
+    return sorted(p for p in found if p.is_file())
 
 
 def _read_text(path: Path) -> str:

@@ -81,7 +81,7 @@ def wrong_kind(answer: str, query: str) -> bool:
     asked, text = query.strip().casefold(), answer.strip().casefold()
     if re.match(r"(how many|how much)\b", asked):
         return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
-    if re.match(r"who(m|se)?\b", asked) or _ASKS_FOR_NAMES.search(asked):
+    if re.match(r"who(m|se)?\b", asked) or asks_for_several(query):
         return bool(re.fullmatch(r"[\d\W_]+", text))
     return False
 
