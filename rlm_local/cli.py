@@ -23,7 +23,9 @@ EXIT_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-local", description="Recursive Language Models on your own hardware.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show engine logs")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="engine logs on stderr (else in ~/.cache/rlm-local/logs/)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="answer a query over a context of any size")
@@ -131,6 +133,10 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
     for field, value in settings:
         if value is not None:
             setattr(config, field, value)
+    if not args.verbose:
+        from rlm_local.engines.engine_log import log_engines_to_file
+
+        log_engines_to_file(config)
     return RLMConfig.model_validate(config.model_dump())  # every flag validated, not only the budgets
 
 

@@ -32,6 +32,7 @@ class EngineConfig(BaseModel):
     seed: int = 0
     request_timeout_s: float = 600.0
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+    log_file: Path | None = None  # in-process vLLM: its logs, and its engine processes' stderr, go here; None: stderr
 
     def on_gpu(self) -> bool:
         return has_nvidia_gpu()

@@ -27,6 +27,7 @@ from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
 
 log = logging.getLogger(__name__)
+UNWIND_TIMEOUT_S = 30.0  # how long an interrupted run may take to abort its requests and stop its cells
 
 
 async def start_engine(config: EngineConfig) -> Engine:
@@ -223,7 +224,17 @@ class RLM:
     def _run_sync(self, coro: Any) -> Any:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(coro)
+        task = self._loop.create_task(coro)
+        try:
+            return self._loop.run_until_complete(task)
+        except BaseException:
+            # Ctrl-C or SIGTERM landed in the loop: cancel the task and let it unwind here (abort its requests, stop
+            # its cells) rather than leave it pending, to be destroyed with the loop and to fail noisily at exit.
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    self._loop.run_until_complete(asyncio.wait([task], timeout=UNWIND_TIMEOUT_S))
+            raise
 
     def completion(self, query: str, context: ContextInput | PreparedContext, **kwargs: Any) -> RLMResult:
         """Synchronous `acompletion`; engines stay warm between calls until `close()`."""
@@ -231,9 +242,17 @@ class RLM:
 
     def close(self) -> None:
         if self._loop is not None:
-            self._run_sync(self.aclose())
-            self._loop.close()
-            self._loop = None
+            try:
+                self._run_sync(self.aclose())
+            finally:  # as asyncio.run does: what an interrupt left running is cancelled, not destroyed pending
+                leftovers = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+                for task in leftovers:
+                    task.cancel()
+                if leftovers:
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        self._loop.run_until_complete(asyncio.wait(leftovers, timeout=UNWIND_TIMEOUT_S))
+                self._loop.close()
+                self._loop = None
 
     def __enter__(self) -> RLM:
         self._run_sync(self.start())

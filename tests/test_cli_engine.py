@@ -63,7 +63,12 @@ def test_a_stopped_run_exits_130_leaving_no_engine_process_and_no_container(tmp_
         else:
             os.killpg(cli.pid, signal.SIGINT)
         assert cli.wait(timeout=120) == 130
-        assert "Traceback" not in cli.stderr.read().decode()
+        # Ctrl-C reaches vLLM's engine processes too, whose workers die mid-step: what they say goes to the engine
+        # log, and the user reads our one line.
+        stderr = cli.stderr.read().decode()
+        assert stderr.strip().endswith("rlm-local: interrupted"), stderr[-3000:]
+        for noise in ("Traceback", "Exception ignored", "Task was destroyed", "ERROR", "EngineCore"):
+            assert noise not in stderr, stderr[-3000:]
         deadline = time.monotonic() + 30
         while _session_processes(cli.pid) and time.monotonic() < deadline:
             time.sleep(1)
@@ -80,9 +85,13 @@ def test_a_quiet_run_prints_the_answer_alone_on_stdout_and_no_traceback(tmp_path
     context.write_text(task.context)
     command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(context), "--query", task.query]
     command += ["--sandbox", "docker", "--max-model-len", "4096", "--quiet"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    logs = tmp_path / "logs"
+    env = {**os.environ, "RLM_LOCAL_LOG_DIR": str(logs)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines() == [done.stdout.strip()]  # one line: the answer, no engine log lines
     assert task.answer in done.stdout
-    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
-    assert "turns" in done.stderr.strip().splitlines()[-1]  # the run's summary line goes to stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-3000:]  # no engine chatter, no traceback
+    assert "turns" in done.stderr  # the run's summary line goes to stderr
+    [engine_log] = logs.glob("engine-*.log")  # vLLM's own lines, its engine processes' included, are kept here
+    assert "EngineCore" in engine_log.read_text()

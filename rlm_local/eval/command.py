@@ -68,6 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.report_only:
         print(write_report(args.out))
         return 0
+    from rlm_local.engines.engine_log import log_engines_to_file
     from rlm_local.eval.runner import EvalRunner, System
     from rlm_local.models import resolve_model
     from rlm_local.rlm import RLM
@@ -82,6 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         resolve_model(root.model)  # an unknown model is an error before the engine spends a minute starting
     config = RLMConfig(root=root, sandbox=args.sandbox)
+    if not args.verbose:
+        log_engines_to_file(config, args.out / "engine.log")
     if args.max_iterations:
         config.budgets.max_iterations = args.max_iterations
 
