@@ -48,6 +48,7 @@ class Budgets(BaseModel):
     max_total_tokens: int = Field(5_000_000, ge=1)  # prompt + completion, every model call of the run
     deadline_s: float = Field(1800.0, gt=0)
     max_depth: int = Field(1, ge=1)  # 1: sub-calls are plain LM calls; 2+: rlm_query starts sub-RLMs
+    max_concurrent_sub_rlms: int = Field(4, ge=1)  # sub-RLMs of one run alive at once (each has a container)
 
 
 class RLMConfig(BaseModel):

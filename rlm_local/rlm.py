@@ -42,7 +42,8 @@ async def start_engine(config: EngineConfig) -> Engine:
 
 
 def make_sandbox(config: RLMConfig) -> Sandbox:
-    """`auto` means docker when an engine answers, else the plain process worker with a loud warning."""
+    """Docker unless the user asked for the plain process worker: without a Docker engine `auto` fails closed, since
+    running model-written code on the host must be a choice, not a fallback."""
     from rlm_local.repl.process_sandbox import ProcessSandbox
 
     if config.sandbox == "process":
@@ -50,19 +51,19 @@ def make_sandbox(config: RLMConfig) -> Sandbox:
         return ProcessSandbox()
     from rlm_local.repl import docker_sandbox
 
-    if config.sandbox == "docker" or docker_sandbox.docker_available():
-        return docker_sandbox.DockerSandbox(
-            image=config.docker_image,
-            pool_size=config.sandbox_pool_size,
-            mem_limit=config.sandbox_memory,
-            cpus=config.sandbox_cpus,
-            runtime=config.sandbox_runtime,
+    if config.sandbox == "auto" and not docker_sandbox.docker_available():
+        raise SandboxError(
+            "no Docker engine answers, and model-written code runs in a Docker sandbox: start Docker (`make setup` "
+            "installs it) and run `rlm-local sandbox build`, or pass `--sandbox process` to run the code on this "
+            "host without isolation"
         )
-    log.warning(
-        "no Docker engine answers: model-written code runs on this host WITHOUT isolation (sandbox 'process'). "
-        "Start Docker and run `rlm-local sandbox build` for the isolated default."
+    return docker_sandbox.DockerSandbox(
+        image=config.docker_image,
+        pool_size=config.sandbox_pool_size,
+        mem_limit=config.sandbox_memory,
+        cpus=config.sandbox_cpus,
+        runtime=config.sandbox_runtime,
     )
-    return ProcessSandbox()
 
 
 class RLM:

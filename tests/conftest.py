@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +12,36 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 SANDBOX_LABEL = "rlm-local.sandbox"
+OWNER_PID = "rlm-local.owner-pid"
 
 
 def leftover_sandbox_containers() -> list[str]:
-    """Labelled sandbox containers that still exist (running or not)."""
+    """Labelled sandbox containers that still exist (running or not), except those of another live process (a
+    second test run or an evaluation on the same machine): a leak is a container whose owner is this process or
+    is gone."""
+    listing = '{{.Names}} {{.Label "' + OWNER_PID + '"}}'
     result = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label={SANDBOX_LABEL}", "--format", "{{.Names}}"],
+        ["docker", "ps", "-a", "--filter", f"label={SANDBOX_LABEL}", "--format", listing],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    return [name for name in result.stdout.split() if name]
+    leftovers = []
+    for line in result.stdout.splitlines():
+        name, _, owner = line.partition(" ")
+        if name and not (owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner))):
+            leftovers.append(name)
+    return leftovers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

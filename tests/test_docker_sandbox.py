@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from rlm_local.repl.docker_sandbox import (
     docker_available,
     gc_containers,
 )
+from rlm_local.repl.sandbox import SOCKET_NAME
 from rlm_local.repl.session import CellResult, ContextFile, ReplSession
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
@@ -358,8 +361,11 @@ async def test_kill_parent_and_init(session: ReplSession) -> None:
 # ---- the channel -----------------------------------------------------------------------------------------------------
 FIND_SOCKET = """
 import gc, os, socket, struct, time
-channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket) and o.family == socket.AF_UNIX)
+channel = next(
+    o for o in gc.get_objects() if isinstance(o, socket.socket) and o.family == socket.AF_UNIX and o.fileno() >= 0
+)
 """
+SEND = "def send(payload):\n    channel.sendall(struct.pack('>I', len(payload)) + payload)\n"
 
 
 @pytest.mark.parametrize(
@@ -374,12 +380,105 @@ channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket) and o
             "os.write(fd, struct.pack('>I', 4) + b'\\xff\\xfe\\xfd\\xfc')",
             "not JSON",
         ),
+        (SEND + "send(b'{\"type\": \"subcall\", \"x\": ' + b'[' * 50000 + b']' * 50000 + b'}')", "nests"),
+        (SEND + 'send(b\'{"type": "exec_result", "id": 1, "n": \' + b\'9\' * 5000 + b\'}\')', "digits"),
+        (SEND + 'send(b\'{"type": "exec_result", "id": 1, "elapsed_s": NaN}\')', "not a number"),
+        (SEND + 'send(b\'{"type": "exec_result", "id": 1, "elapsed_s": 1e999}\')', "out of range"),
     ],
 )
 async def test_junk_on_the_channel_replaces_worker(session: ReplSession, junk: str, expected: str) -> None:
     result = await session.execute(FIND_SOCKET + junk + "\ntime.sleep(5)")
     assert result.state_lost, result
     assert expected in result.fault and "the REPL was restarted" in result.fault
+    await assert_answers(session)
+
+
+# ---- a hostile worker: what a frame costs the host stays bounded ---------------------------------------------------
+async def test_a_frame_padded_with_millions_of_lists_costs_the_host_little(session: ReplSession) -> None:
+    """One sub-call frame under the size cap, padded with 20 million empty lists: refused before it is parsed, in
+    host memory under 3x its size, without stalling the event loop that other runs share."""
+    pad = 'b\'{"type": "subcall", "kind": "llm_query", "prompts": ["hi"], "pad": [\' + b\'[],\' * 20_000_000'
+    code = FIND_SOCKET + SEND + f"send({pad} + b'[]]}}')\ntime.sleep(30)"
+    frame_bytes = 60_000_000
+    ticks: list[float] = []
+
+    async def tick() -> None:  # what another run's cell round-trip would see
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    ticker = asyncio.create_task(tick())
+    tracemalloc.start()
+    try:
+        result = await session.execute(code)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        ticker.cancel()
+    assert result.state_lost and "element" in result.fault, result
+    assert peak < 3 * frame_bytes, f"host peak {peak / 1e6:.0f} MB for a {frame_bytes / 1e6:.0f} MB frame"
+    stall = max(b - a for a, b in itertools.pairwise(ticks))
+    print(f"padded frame: host peak {peak / 1e6:.1f} MB for {frame_bytes / 1e6:.0f} MB, loop stall {stall * 1e3:.0f} ms")
+    assert stall < 0.25, f"the event loop stalled {stall * 1000:.0f} ms"
+    await assert_answers(session)
+
+
+async def test_a_lone_surrogate_in_output_or_a_prompt_is_replaced(session: ReplSession) -> None:
+    result = await session.execute("print('a\\ud800b')\nprint(llm_query('x\\udfff'))")
+    assert result.error is None, result.error
+    assert "a\ufffdb" in result.stdout and "llm_query:x\ufffd" in result.stdout
+    assert result.stdout.encode("utf-8")  # strict UTF-8: the trajectory, a tokenizer and HTTP all accept it
+
+
+async def test_a_worker_that_never_reads_its_sub_call_reply_is_replaced_in_the_cell_time(session: ReplSession) -> None:
+    frame = "json.dumps({'type': 'subcall', 'id': 1, 'kind': 'llm_query', 'prompts': ['x' * 8_000_000]}).encode()"
+    started = time.monotonic()
+    result = await session.execute(FIND_SOCKET + SEND + f"import json\nsend({frame})\ntime.sleep(120)")
+    assert time.monotonic() - started < 20  # the cell's 2 s limit, not the run's deadline
+    assert result.state_lost and "did not read the reply" in result.fault, result
+    await assert_answers(session)
+
+
+async def test_pipelined_sub_call_frames_cannot_stretch_a_cell(session: ReplSession) -> None:
+    """Empty sub-call frames sent as fast as the worker can: host work on them runs the cell clock."""
+    code = (
+        FIND_SOCKET
+        + SEND
+        + textwrap.dedent(
+            """
+        import threading
+        threading.Thread(target=lambda: [channel.recv(1 << 16) for _ in iter(int, 1)], daemon=True).start()
+        frame = b'{"type": "subcall", "id": 1, "kind": "llm_query", "prompts": [], "options": {}}'
+        while True:
+            send(frame)
+        """
+        )
+    )
+    started = time.monotonic()
+    result = await session.execute(code)
+    assert time.monotonic() - started < 15  # 2 s of cell time, 1 s of grace, then a fresh worker at worst
+    assert result.timed_out, result
+    await assert_answers(session)
+
+
+async def test_the_host_socket_takes_one_connection_then_stops_listening(session: ReplSession) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, socket
+        path = '{CONTAINER_DIR}/{SOCKET_NAME}'
+        refused = 0
+        for _ in range(2000):
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(path)
+            except OSError:
+                refused += 1
+            finally:
+                s.close()
+        print(os.path.exists(path), refused)
+        """
+    )
+    assert (await run_ok(session, code)).split() == ["False", "2000"]
     await assert_answers(session)
 
 

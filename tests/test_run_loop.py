@@ -285,3 +285,42 @@ def test_split_text_works_for_every_context_type():
     run(engine)
     shown = engine.root_prompts[1][-1]["content"]
     assert "[" in shown and shown.split("]")[1].strip().startswith("4")
+
+
+FIND_CHANNEL = "import gc\nchannel = next(o for o in gc.get_objects() if type(o).__name__ == 'Channel')\n"
+
+
+def test_one_frame_of_many_sub_rlm_queries_runs_them_a_few_at_a_time():
+    """13 `rlm_query` prompts in one frame: at most `max_concurrent_sub_rlms` sub-RLMs (each with a REPL) at once."""
+
+    def root(messages):
+        first = messages[1]["content"]
+        if "inner" in first:  # a sub-RLM
+            return repl("FINAL(len(context))")
+        if len(messages) == 2:
+            return repl(FIND_CHANNEL + "print(channel.subcall('rlm_query', [f'inner {i}' for i in range(13)], {}))")
+        return "FINAL(outer done)"
+
+    engine = ScriptedEngine(root, delay_s=0.05)
+    result = run(engine, guards=False, budgets={"max_depth": 2, "max_concurrent_sub_rlms": 3})
+    assert result.answer == "outer done" and result.usage.sub_rlm_runs == 13
+    assert engine.max_concurrent == 3  # every sub-RLM's root turn waits 50 ms: 3 at once, never more
+
+
+def test_a_sub_call_frame_with_no_prompts_is_charged_as_a_call():
+    code = FIND_CHANNEL + "for _ in range(5):\n    channel.subcall('llm_query', [], {})\nprint('sent')"
+    engine = ScriptedEngine([repl(code), "FINAL(ok)"])
+    result = run(engine, guards=False, budgets={"max_subcalls": 3})
+    assert engine.sub_prompts == []
+    assert result.stop_reason == "max_subcalls"  # five empty frames used up a budget of three calls
+
+
+def test_auto_sandbox_without_docker_refuses_to_run_model_code_on_the_host(monkeypatch):
+    from rlm_local.errors import SandboxError
+    from rlm_local.repl import docker_sandbox
+    from rlm_local.rlm import make_sandbox
+
+    monkeypatch.setattr(docker_sandbox, "docker_available", lambda **_: False)
+    with pytest.raises(SandboxError, match="--sandbox process"):
+        make_sandbox(RLMConfig(sandbox="auto"))
+    assert make_sandbox(RLMConfig(sandbox="process")).__class__.__name__ == "ProcessSandbox"

@@ -108,6 +108,10 @@ class ReplSession:
         self._server = await asyncio.start_unix_server(on_connect, path=str(socket_path), limit=1 << 20)
         os.chmod(socket_path, 0o777)  # the container's unprivileged user must be able to connect
         self._reader, self._writer = await connected
+        # One connection per worker: stop listening, so that a flood of connect() calls from a cell costs the host
+        # nothing (the kernel refuses them).
+        self._server.close()
+        socket_path.unlink(missing_ok=True)
         await self._expect("hello")
         await write_frame(
             self._writer,
@@ -171,6 +175,8 @@ class ReplSession:
             raise
 
     async def _await_cell(self, cell_id: int) -> CellResult:
+        """Frames until the cell's result. The cell clock runs all along, host work on frames included, and stops
+        only while the sub-call handler waits for models: frames cannot buy a cell time."""
         compute_left = self.cell_timeout_s
         while True:
             started = time.monotonic()
@@ -178,21 +184,31 @@ class ReplSession:
                 message = await asyncio.wait_for(read_frame(self._reader), max(compute_left, 0.001))
             except TimeoutError:
                 return await self._interrupt_cell(cell_id)
-            compute_left -= time.monotonic() - started
-            if message["type"] == "subcall":
-                await self._serve_subcall(message)  # the cell clock stops while the host works
-            elif message["type"] == "exec_result" and message.get("id") == cell_id:
+            if message["type"] == "exec_result" and message.get("id") == cell_id:
                 return _cell_result(message)
-            else:
+            if message["type"] != "subcall":
                 raise ProtocolError(f"unexpected {message['type']!r} frame during a cell")
+            model_s = await self._serve_subcall(message, started + compute_left)
+            compute_left -= time.monotonic() - started - model_s
+            if compute_left <= 0:
+                return await self._interrupt_cell(cell_id)
 
-    async def _serve_subcall(self, message: dict[str, Any], *, refuse: str | None = None) -> None:
+    async def _serve_subcall(self, message: dict[str, Any], deadline: float, *, refuse: str | None = None) -> float:
+        """Answer one sub-call frame; returns the seconds spent waiting for models. The reply must be read within
+        the cell's time: a worker that asks and never reads is a fault, not a host stuck in `drain()`."""
         kind, prompts, options = _validate_subcall(message)
+        started = time.monotonic()
         if refuse is not None:
             results = [refuse] * len(prompts)
         else:
             results = await self.subcalls(kind, prompts, options)
-        await write_frame(self._writer, {"type": "subcall_result", "id": message.get("id"), "results": results})
+        model_s = time.monotonic() - started if prompts and refuse is None else 0.0
+        reply = {"type": "subcall_result", "id": message.get("id"), "results": results}
+        try:
+            await write_frame(self._writer, reply, timeout_s=max(deadline + model_s - time.monotonic(), 0.001))
+        except TimeoutError as exc:
+            raise ProtocolError("the worker asked for a sub-call and did not read the reply") from exc
+        return model_s
 
     async def _interrupt_cell(self, cell_id: int) -> CellResult:
         """SIGINT first (state is kept if the cell stops), a fresh worker if it does not."""
@@ -204,7 +220,7 @@ class ReplSession:
             while (left := deadline - time.monotonic()) > 0:
                 message = await asyncio.wait_for(read_frame(self._reader), left)
                 if message["type"] == "subcall":
-                    await self._serve_subcall(message, refuse="Error: cell timed out")
+                    await self._serve_subcall(message, deadline, refuse="Error: cell timed out")
                 elif message["type"] == "exec_result" and message.get("id") == cell_id:
                     result = _cell_result(message)
                     result.timed_out, result.fault = True, note + "; variables are kept"

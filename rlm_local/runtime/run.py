@@ -49,6 +49,10 @@ class RunTree:
     trajectory: Trajectory
     usage: Usage = field(default_factory=Usage)
     faults: list[str] = field(default_factory=list)
+    sub_rlm_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sub_rlm_slots = asyncio.Semaphore(self.config.budgets.max_concurrent_sub_rlms)
 
 
 @dataclass
@@ -413,7 +417,8 @@ class RLMRun:
     # ---- sub-calls (called by the REPL session while a cell runs) -------------------------------------------------
     async def serve_subcalls(self, kind: str, prompt_list: list[str], options: dict[str, Any]) -> list[str]:
         budget = self.tree.budget
-        granted = budget.take_subcalls(len(prompt_list))
+        # A frame with no prompts is charged as one call: frames are host work however empty they are.
+        granted = min(budget.take_subcalls(max(1, len(prompt_list))), len(prompt_list))
         if kind == "rlm_query" and self.depth + 1 < self.config.budgets.max_depth:
             calls = [self._sub_rlm(p, options.get("context")) for p in prompt_list[:granted]]
         else:
@@ -470,14 +475,15 @@ class RLMRun:
 
     async def _sub_rlm(self, query: str, context: Any) -> str:
         tree = self.tree
-        tree.usage.sub_rlm_runs += 1
-        prepared = prepare_context(context if context is not None else query)
         self._children += 1
         label = f"{self.label} / sub-RLM {self._children}"
-        try:
-            outcome = await RLMRun(tree, query, prepared, self.depth + 1, label=label).run()
-        finally:
-            prepared.cleanup()
+        async with tree.sub_rlm_slots:  # one frame of many prompts must not start as many containers at once
+            tree.usage.sub_rlm_runs += 1
+            prepared = prepare_context(context if context is not None else query)
+            try:
+                outcome = await RLMRun(tree, query, prepared, self.depth + 1, label=label).run()
+            finally:
+                prepared.cleanup()
         tree.trajectory.emit(
             "sub_rlm",
             run_id=tree.run_id,
