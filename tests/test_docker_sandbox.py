@@ -418,7 +418,7 @@ async def test_a_frame_padded_with_millions_of_lists_costs_the_host_little(sessi
     assert result.state_lost and "element" in result.fault, result
     assert peak < 3 * frame_bytes, f"host peak {peak / 1e6:.0f} MB for a {frame_bytes / 1e6:.0f} MB frame"
     stall = max(b - a for a, b in itertools.pairwise(ticks))
-    print(f"padded frame: host peak {peak / 1e6:.1f} MB for {frame_bytes / 1e6:.0f} MB, loop stall {stall * 1e3:.0f} ms")
+    print(f"padded frame: host peak {peak / 1e6:.1f} MB for {frame_bytes / 1e6:.0f} MB, stall {stall * 1e3:.0f} ms")
     assert stall < 0.25, f"the event loop stalled {stall * 1000:.0f} ms"
     await assert_answers(session)
 
