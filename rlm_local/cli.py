@@ -21,6 +21,33 @@ from rlm_local.errors import ConfigError, RLMError
 EXIT_ERROR = 2
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Engine, sandbox and budget flags, shared by `run` and `batch`."""
+    parser.add_argument("--model", default=None, help="root model: catalog alias, local folder or Hugging Face id")
+    parser.add_argument("--sub-model", default=None, help="sub-call model (default: the root model)")
+    parser.add_argument("--base-url", default=None, help="use a remote OpenAI-compatible server (vllm serve, SGLang)")
+    parser.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
+    parser.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
+    parser.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
+    parser.add_argument("--profile", choices=["auto", "general", "small-coder", "small-coder-basic"], default=None)
+    parser.add_argument(
+        "--mode",
+        choices=["code", "structured", "auto"],
+        default=None,
+        help="auto (default): the model writes the code, and the structured program runs if the code found no "
+        "answer; code: the model's code only; structured: a planned map/filter/reduce program",
+    )
+    parser.add_argument("--no-guards", action="store_true", help="turn the loop guards off (for comparisons)")
+    parser.add_argument("--samples", type=int, default=None, help="K trajectories at once, answer by majority vote")
+    parser.add_argument("--max-iterations", type=int, default=None)
+    parser.add_argument("--max-subcalls", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=None, help="token budget of the whole run")
+    parser.add_argument("--deadline", type=float, default=None, help="wall-clock limit in seconds")
+    parser.add_argument("--max-depth", type=int, default=None, help="1: sub-calls are plain LM calls; 2+: sub-RLMs")
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--cell-timeout", type=float, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-local", description="Recursive Language Models on your own hardware.")
     parser.add_argument(
@@ -31,35 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="answer a query over a context of any size")
     run.add_argument("--context", required=True, help="a file, a folder of files, or - for standard input")
     run.add_argument("--query", required=True, help="the question")
-    run.add_argument("--model", default=None, help="root model: catalog alias, local folder or Hugging Face id")
-    run.add_argument("--sub-model", default=None, help="sub-call model (default: the root model)")
-    run.add_argument("--base-url", default=None, help="use a remote OpenAI-compatible server (vllm serve, SGLang)")
-    run.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
-    run.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
-    run.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
-    run.add_argument("--profile", choices=["auto", "general", "small-coder", "small-coder-basic"], default=None)
-    run.add_argument(
-        "--mode",
-        choices=["code", "structured", "auto"],
-        default=None,
-        help="auto (default): the model writes the code, and the structured program runs if the code found no "
-        "answer; code: the model's code only; structured: a planned map/filter/reduce program",
-    )
-    run.add_argument("--no-guards", action="store_true", help="turn the loop guards off (for comparisons)")
-    run.add_argument("--samples", type=int, default=None, help="K trajectories at once, answer by majority vote")
-    run.add_argument("--max-iterations", type=int, default=None)
-    run.add_argument("--max-subcalls", type=int, default=None)
-    run.add_argument("--max-tokens", type=int, default=None, help="token budget of the whole run")
-    run.add_argument("--deadline", type=float, default=None, help="wall-clock limit in seconds")
-    run.add_argument("--max-depth", type=int, default=None, help="1: sub-calls are plain LM calls; 2+: sub-RLMs")
-    run.add_argument("--max-model-len", type=int, default=None)
-    run.add_argument("--cell-timeout", type=float, default=None)
+    add_config_options(run)
     run.add_argument("--trajectory", type=Path, default=None, help="JSONL file of every turn and sub-call")
     run.add_argument(
         "--view", action="store_true", help="write the run as an HTML page (next to --trajectory, else under runs/)"
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    batch = commands.add_parser("batch", help="run many jobs (a JSONL file) on warm engines; a rerun resumes")
+    batch.add_argument("jobs", type=Path, help='JSONL: {"id", "query", "context" or "context_path", "options"}')
+    batch.add_argument("out", type=Path, help="JSONL of results, one line per finished job (appended)")
+    batch.add_argument("--concurrency", type=int, default=4, help="jobs running at once")
+    add_config_options(batch)
 
     models = commands.add_parser("models", help="list or prepare the offline catalog models")
     models.add_argument("action", choices=["list", "prepare"], nargs="?", default="list")
@@ -245,8 +256,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rlm_local.batch import BatchRunner, load_jobs, summary
+    from rlm_local.models import resolve_model
+    from rlm_local.rlm import RLM
+
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    config = config_from_args(args)
+    jobs = load_jobs(args.jobs)  # every line, and the models, checked before the engine spends a minute starting
+    for engine in (config.root, config.sub):
+        if engine is not None and engine.backend == "vllm":
+            resolve_model(engine.model)
+    started = time.monotonic()
+
+    async def go() -> list[dict[str, Any]]:
+        async with RLM(config) as rlm:
+            return await BatchRunner(rlm, args.out, concurrency=args.concurrency).run(jobs)
+
+    results = asyncio.run(go())
+    print(summary(results, len(jobs), time.monotonic() - started))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
+    "batch": cmd_batch,
     "models": cmd_models,
     "sandbox": cmd_sandbox,
     "engines": cmd_engines,
