@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--concurrency", type=int, default=4, help="jobs running at once")
     add_config_options(batch)
 
+    from rlm_local.server.command import add_parser as add_serve_parser
+
+    add_serve_parser(commands, add_config_options)
+
     models = commands.add_parser("models", help="list or prepare the offline catalog models")
     models.add_argument("action", choices=["list", "prepare"], nargs="?", default="list")
     models.add_argument("names", nargs="*", help="aliases to prepare (default: the default model)")
@@ -151,6 +155,15 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
     return RLMConfig.model_validate(config.model_dump())  # every flag validated, not only the budgets
 
 
+def check_models(config: RLMConfig) -> None:
+    """An unknown model is an error before an engine spends a minute starting."""
+    from rlm_local.models import resolve_model
+
+    for engine in (config.root, config.sub):
+        if engine is not None and engine.backend == "vllm":
+            resolve_model(engine.model)
+
+
 def read_context_arg(value: str) -> Any:
     """A path stays a path (the worker reads the file itself); stdin is spooled to a temporary file."""
     if value != "-":
@@ -166,7 +179,6 @@ def read_context_arg(value: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rlm_local.context import PreparedContext, prepare_context
-    from rlm_local.models import resolve_model
     from rlm_local.progress import ProgressView
     from rlm_local.rlm import RLM
 
@@ -180,9 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         # Everything a user can get wrong is checked before the engine spends a minute starting.
         context = prepare_context(context)
-        for engine in (config.root, config.sub):
-            if engine is not None and engine.backend == "vllm":
-                resolve_model(engine.model)
+        check_models(config)
         with RLM(config) as rlm:
             if args.quiet:
                 result = rlm.completion(args.query, context, trajectory_path=args.trajectory)
@@ -260,16 +270,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     import asyncio
 
     from rlm_local.batch import BatchRunner, load_jobs, summary
-    from rlm_local.models import resolve_model
     from rlm_local.rlm import RLM
 
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     config = config_from_args(args)
     jobs = load_jobs(args.jobs)  # every line, and the models, checked before the engine spends a minute starting
-    for engine in (config.root, config.sub):
-        if engine is not None and engine.backend == "vllm":
-            resolve_model(engine.model)
+    check_models(config)
     started = time.monotonic()
 
     async def go() -> list[dict[str, Any]]:
@@ -281,8 +288,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rlm_local.server.command import cmd_serve as serve
+
+    config = config_from_args(args)
+    check_models(config)
+    return serve(args, config)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "serve": cmd_serve,
     "batch": cmd_batch,
     "models": cmd_models,
     "sandbox": cmd_sandbox,

@@ -136,6 +136,7 @@ class RLM:
         run_id: str | None = None,
         trajectory_path: Path | None = None,
         listeners: list[EventListener] | None = None,
+        cache_salt: str | None = None,
     ) -> RLMResult:
         """Answer `query` over `context`. Bad input raises `RLMError`; a run that stops early returns its reason."""
         if not query or not query.strip():
@@ -146,6 +147,7 @@ class RLM:
         run_id = run_id or uuid.uuid4().hex[:12]
         trajectory = Trajectory(trajectory_path or self.config.trajectory_path, listeners)
         tree = self.new_tree(run_id, trajectory)
+        tree.cache_salt = cache_salt
         started = time.monotonic()
         try:
             outcome = await self._run_with_deadline(tree, query, prepared)

@@ -31,6 +31,7 @@ class GenerationRequest:
     run_id: str = ""
     depth: int = 0
     priority: int = 0  # lower runs sooner, as in vLLM's priority scheduling; the scheduler sets it
+    cache_salt: str | None = None  # prompts with different salts share no prefix-cache blocks (one per tenant)
 
 
 @dataclass

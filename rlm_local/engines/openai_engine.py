@@ -234,6 +234,8 @@ class OpenAIEngine(Engine):
             body["stop"] = options.stop
         if self.send_priority and request.priority:
             body["priority"] = request.priority
+        if request.cache_salt:
+            body["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
         return body
 
     async def _complete_once(self, request: GenerationRequest) -> Generation:

@@ -157,7 +157,7 @@ class VLLMEngine(Engine):
         final = None
         try:
             async for output in self._llm.generate(
-                TokensPrompt(prompt_token_ids=prompt_ids),
+                _prompt(TokensPrompt, prompt_ids, request.cache_salt),
                 params,
                 request_id,
                 priority=request.priority if self.supports_priority else 0,
@@ -226,6 +226,12 @@ def _request_timing(output: Any) -> tuple[float, float | None]:
     queued, scheduled = getattr(stats, "queued_ts", 0.0), getattr(stats, "scheduled_ts", 0.0)
     ttft = getattr(stats, "first_token_latency", 0.0) or None
     return (max(0.0, scheduled - queued) if queued and scheduled else 0.0), ttft
+
+
+def _prompt(tokens_prompt: Any, prompt_ids: list[int], cache_salt: str | None) -> Any:
+    if cache_salt:
+        return tokens_prompt(prompt_token_ids=prompt_ids, cache_salt=cache_salt)
+    return tokens_prompt(prompt_token_ids=prompt_ids)
 
 
 def _first_line(exc: BaseException) -> str:

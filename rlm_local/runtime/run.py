@@ -49,6 +49,7 @@ class RunTree:
     trajectory: Trajectory
     usage: Usage = field(default_factory=Usage)
     faults: list[str] = field(default_factory=list)
+    cache_salt: str | None = None  # the tenant's, when a server runs this tree
     sub_rlm_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +195,7 @@ class RLMRun:
             kind="root",
             run_id=tree.run_id,
             depth=self.depth,
+            cache_salt=tree.cache_salt,
         )
         generation = await tree.root_engine.generate(request)
         tree.budget.charge(generation.prompt_tokens + generation.completion_tokens)
@@ -445,6 +447,7 @@ class RLMRun:
             kind="sub",
             run_id=tree.run_id,
             depth=self.depth + 1,
+            cache_salt=tree.cache_salt,
         )
         started = time.monotonic()
         event: dict[str, Any] = {
