@@ -310,11 +310,26 @@ def serve(worker: Worker) -> None:
         channel.send(reply)
 
 
+def die_with_host(host_pid: int) -> None:
+    """Without a container around it, the worker must not outlive its host, even one killed by SIGKILL: the
+    kernel sends it SIGKILL when the host dies (Linux's parent-death signal), and a host already gone ends it now."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != host_pid:
+        sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="host Unix socket to connect to")
     parser.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for the socket to appear")
+    parser.add_argument("--host-pid", type=int, default=None, help="end with this parent process (no container)")
     args = parser.parse_args(argv)
+    if args.host_pid is not None:
+        die_with_host(args.host_pid)
     with contextlib.suppress(ChannelClosed, ConnectionError, FileNotFoundError, KeyboardInterrupt):
         serve(handshake(Channel(args.socket, args.wait)))
     return 0

@@ -74,6 +74,9 @@ def test_a_batch_killed_halfway_resumes_with_no_job_lost_or_written_twice(tmp_pa
     first.wait()
     killed_at = out.read_text().count("\n")
     assert 100 <= killed_at < 200
+    time.sleep(1)
+    orphans = subprocess.run(["pgrep", "-f", "rlm-worker-batch-job"], capture_output=True, text=True).stdout.split()
+    assert orphans == [], "REPL workers outlived their killed host"
     subprocess.run(command, env=env, stderr=subprocess.DEVNULL, check=True, timeout=300)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(f"job-{i}" for i in range(200))  # each once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -74,6 +75,8 @@ class ProcessSandbox(Sandbox):
             str(worker_script()),
             "--socket",
             str(socket_path),
+            "--host-pid",
+            str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
