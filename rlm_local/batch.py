@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from rlm_local.config import Budgets, RLMConfig
 from rlm_local.errors import ConfigError, RLMError
 from rlm_local.rlm import RLM
 
@@ -82,17 +81,6 @@ def finished_ids(out: Path) -> set[str]:
     return {json.loads(line)["id"] for line in data.decode("utf-8").splitlines() if line.strip()}
 
 
-def job_config(base: RLMConfig, options: dict[str, Any]) -> RLMConfig:
-    """`base` with a job's overrides; budget fields may be named directly (`max_iterations`, `deadline_s`)."""
-    data = base.model_dump()
-    for key, value in options.items():
-        if key in Budgets.model_fields:
-            data["budgets"][key] = value
-        else:
-            data[key] = value
-    return RLMConfig.model_validate(data)
-
-
 class BatchRunner:
     """Runs jobs on one RLM's engines and sandbox, `concurrency` at a time, appending one line per finished job."""
 
@@ -141,7 +129,7 @@ class BatchRunner:
         try:
             rlm = self.rlm
             if job.options:
-                config = job_config(self.rlm.config, job.options)
+                config = self.rlm.config.with_overrides(job.options)
                 rlm = RLM(config, root_engine=rlm.root_engine, sub_engine=rlm.sub_engine, sandbox=rlm.sandbox)
             context: Any = job.context if job.context is not None else Path(job.context_path or "")
             result = await rlm.acompletion(job.query, context, run_id=f"batch-{job.id}")

@@ -78,3 +78,14 @@ class RLMConfig(BaseModel):
     seed: int | None = 0
     trajectory_path: Path | None = None
     guards: bool = True  # loop guards (rlm_local/runtime/guards.py); False for an ablation without them
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RLMConfig:
+        """This config with some fields changed (an eval system's, a batch job's), validated; budget fields may be
+        named directly (`max_iterations`, `deadline_s`)."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            if key in Budgets.model_fields:
+                data["budgets"][key] = value
+            else:
+                data[key] = value
+        return RLMConfig.model_validate(data)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm_local.batch import finished_ids, job_config, load_jobs
+from rlm_local.batch import finished_ids, load_jobs
 from rlm_local.config import RLMConfig
 from rlm_local.errors import ConfigError
 
@@ -53,7 +53,7 @@ def test_a_line_torn_by_a_crash_is_cut_off_and_its_job_runs_again(tmp_path):
 
 
 def test_job_options_override_the_config_and_budgets():
-    config = job_config(RLMConfig(), {"max_iterations": 3, "mode": "code"})
+    config = RLMConfig().with_overrides({"max_iterations": 3, "mode": "code"})
     assert config.budgets.max_iterations == 3 and config.mode == "code"
 
 

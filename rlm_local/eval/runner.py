@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rlm_local.config import Budgets, RLMConfig
+from rlm_local.config import RLMConfig
 from rlm_local.errors import ConfigError
 from rlm_local.eval.baseline import base_completion, base_record, context_tokens
 from rlm_local.eval.scoring import score_answer
@@ -53,13 +53,7 @@ class System:
 
     def config(self, base: RLMConfig) -> RLMConfig:
         """`base` with this system's overrides; budget fields may be named directly."""
-        data = base.model_dump()
-        for key, value in self.overrides.items():
-            if key in Budgets.model_fields:
-                data["budgets"][key] = value
-            else:
-                data[key] = value
-        return RLMConfig.model_validate(data)
+        return base.with_overrides(self.overrides)
 
 
 def _value(text: str) -> Any:

@@ -21,7 +21,6 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from rlm_local.config import RLMConfig
 from rlm_local.errors import RLMError
 from rlm_local.rlm import RLM
 from rlm_local.server.auth import Tenant
@@ -163,6 +162,6 @@ def profile_rlms(rlm: RLM, overrides: dict[str, dict[str, Any]]) -> dict[str, RL
     """One RLM per served model name, all on the same engines and sandbox."""
     profiles = {}
     for name, changes in overrides.items():
-        config = RLMConfig.model_validate({**rlm.config.model_dump(), **changes})
+        config = rlm.config.with_overrides(changes)
         profiles[name] = RLM(config, root_engine=rlm.root_engine, sub_engine=rlm.sub_engine, sandbox=rlm.sandbox)
     return profiles
