@@ -192,8 +192,11 @@ def test_worker_cannot_raise_host_budgets():
     attack = (
         "import gc, sys\n"
         "for obj in gc.get_objects():\n"
-        "    if hasattr(obj, 'max_subcalls'):\n"
-        "        obj.max_subcalls = 10**9\n"
+        "    try:\n"
+        "        if hasattr(obj, 'max_subcalls'):\n"
+        "            obj.max_subcalls = 10**9\n"
+        "    except Exception:\n"  # ctypes' library loaders answer any name with an OSError
+        "        pass\n"
         "globals()['max_subcalls'] = 10**9\n"
         "print(llm_query_batched(['x'] * 4))"
     )
