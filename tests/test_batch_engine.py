@@ -17,7 +17,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
-    tasks = [needle_task(seed, chars=12_000) for seed in range(4)]
+    tasks = [needle_task(seed, chars=12_000) for seed in range(6)]
     jobs = tmp_path / "jobs.jsonl"
     for i, task in enumerate(tasks):
         (tmp_path / f"doc-{i}.txt").write_text(task.context)
@@ -28,7 +28,7 @@ def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
         )
     )
     out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "rlm_local.cli", "batch", str(jobs), str(out), "--concurrency", "2"]
+    command = [sys.executable, "-m", "rlm_local.cli", "batch", str(jobs), str(out), "--concurrency", "1"]
     command += ["--sandbox", "docker", "--max-model-len", "4096"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 400

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_local.errors import SandboxError
+from rlm_local.repl import reaper
 from rlm_local.repl.docker_cleanup import (
     LABEL_DIR,
     _in_parallel,
@@ -272,6 +273,7 @@ class DockerSandbox(Sandbox):
         else:
             self._root = Path(tempfile.mkdtemp(prefix="rlm-docker-"))
         _install_cleanup()
+        reaper.ensure_started()  # containers and channel folders go even if this process is killed with SIGKILL
         self._prepared = True
         if self.pool_size:
             self._refill_thread = threading.Thread(target=self._refill_loop, name="rlm-docker-pool", daemon=True)
