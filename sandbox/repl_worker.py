@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `python -I` leaves the script's folder out
 import rlm_helpers
+import seccomp_filter
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for the socket to appear")
     parser.add_argument("--host-pid", type=int, default=None, help="end with this parent process (no container)")
     args = parser.parse_args(argv)
+    seccomp_filter.install()  # before any model-written code runs; on failure it says so on stderr and we go on
     if args.host_pid is not None:
         die_with_host(args.host_pid)
     with contextlib.suppress(ChannelClosed, ConnectionError, FileNotFoundError, KeyboardInterrupt):

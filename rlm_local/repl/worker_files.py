@@ -6,7 +6,7 @@ from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # What the sandbox image is built from, in digest order (scripts/build_sandbox_image.sh hashes the same files).
-SANDBOX_FILES = ("Dockerfile", "repl_worker.py", "rlm_helpers.py")
+SANDBOX_FILES = ("Dockerfile", "repl_worker.py", "rlm_helpers.py", "seccomp_filter.py")
 
 
 def worker_script() -> Path:
