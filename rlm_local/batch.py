@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rlm_local.errors import ConfigError, RLMError
 from rlm_local.rlm import RLM
 
+_TOTALS = ("prompt_tokens", "cached_tokens", "total_tokens")
+
 
 class Job(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -90,6 +92,7 @@ class BatchRunner:
         self.concurrency = concurrency
         self.console = console or Console(stderr=True)
         self.results: list[dict[str, Any]] = []
+        self._totals: Counter[str] = Counter()  # for the progress line, kept as jobs finish (not re-summed)
 
     async def run(self, jobs: list[Job]) -> list[dict[str, Any]]:
         await self.rlm.start()
@@ -118,6 +121,8 @@ class BatchRunner:
                 sink.flush()
                 os.fsync(sink.fileno())
                 self.results.append(record)
+                self._totals.update({k: record.get("usage", {}).get(k, 0) for k in _TOTALS})
+                self._totals["failed"] += record.get("answer") is None
                 progress.update(bar, advance=1, status=self._status(time.monotonic() - started))
 
             await asyncio.gather(*(one(job) for job in todo))
@@ -140,24 +145,19 @@ class BatchRunner:
         return record
 
     def _status(self, elapsed_s: float) -> str:
-        failed = sum(1 for r in self.results if r.get("answer") is None)
-        tokens = _usage(self.results, "total_tokens")
-        prompt = _usage(self.results, "root_prompt_tokens", "sub_prompt_tokens")
-        hit = _usage(self.results, "root_cached_tokens", "sub_cached_tokens") / prompt if prompt else 0.0
-        return f"failed {failed}  {tokens / max(elapsed_s, 1e-9):,.0f} tok/s  cache hit {hit:.0%}"
+        totals = self._totals
+        hit = totals["cached_tokens"] / totals["prompt_tokens"] if totals["prompt_tokens"] else 0.0
+        speed = totals["total_tokens"] / max(elapsed_s, 1e-9)
+        return f"failed {totals['failed']}  {speed:,.0f} tok/s  cache hit {hit:.0%}"
 
 
 def summary(results: list[dict[str, Any]], jobs: int, wall_s: float) -> str:
     """The lines printed when a batch ends: answers, failures by reason, tokens, wall time."""
     answered = sum(1 for r in results if r.get("answer") is not None)
     reasons = Counter(r.get("stop_reason", "?") for r in results if r.get("answer") is None)
-    tokens = _usage(results, "total_tokens")
+    tokens = sum(r.get("usage", {}).get("total_tokens", 0) for r in results)
     failures = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) or "none"
     return (
         f"{len(results)} of {jobs} job(s) run now: {answered} answered, {len(results) - answered} without an answer "
         f"({failures}); {tokens:,} tokens; {wall_s:.1f}s"
     )
-
-
-def _usage(results: list[dict[str, Any]], *keys: str) -> int:
-    return sum(r.get("usage", {}).get(key, 0) for r in results for key in keys)

@@ -176,9 +176,9 @@ class EvalRunner:
             "stop_reason": result.stop_reason,
             "turns": result.turns,
             "sub_calls": usage.sub_calls,
-            "prompt_tokens": usage.root_prompt_tokens + usage.sub_prompt_tokens,
-            "cached_tokens": usage.root_cached_tokens + usage.sub_cached_tokens,
-            "completion_tokens": usage.root_completion_tokens + usage.sub_completion_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "trajectory": str(trajectory.relative_to(self.out)),
         }

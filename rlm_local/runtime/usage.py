@@ -34,19 +34,29 @@ class Usage:
             self.sub_completion_tokens += generation.completion_tokens
 
     @property
+    def prompt_tokens(self) -> int:
+        return self.root_prompt_tokens + self.sub_prompt_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.root_cached_tokens + self.sub_cached_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.root_completion_tokens + self.sub_completion_tokens
+
+    @property
     def total_tokens(self) -> int:
-        return (
-            self.root_prompt_tokens + self.root_completion_tokens + self.sub_prompt_tokens + self.sub_completion_tokens
-        )
+        return self.prompt_tokens + self.completion_tokens
 
     @property
     def cache_hit_rate(self) -> float:
         """Share of all prompt tokens served from the prefix cache."""
-        prompt = self.root_prompt_tokens + self.sub_prompt_tokens
-        return (self.root_cached_tokens + self.sub_cached_tokens) / prompt if prompt else 0.0
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_tokens": self.total_tokens, "cache_hit_rate": round(self.cache_hit_rate, 4)}
+        totals = {k: getattr(self, k) for k in ("prompt_tokens", "cached_tokens", "completion_tokens", "total_tokens")}
+        return {**asdict(self), **totals, "cache_hit_rate": round(self.cache_hit_rate, 4)}
 
 
 @dataclass

@@ -201,14 +201,11 @@ def _query_and_context(body: ChatRequest) -> tuple[str, str | None]:
 
 def _usage(job: Job) -> dict[str, Any]:
     usage = (job.result or {}).get("usage", {})
-    prompt = usage.get("root_prompt_tokens", 0) + usage.get("sub_prompt_tokens", 0)
-    completion = usage.get("root_completion_tokens", 0) + usage.get("sub_completion_tokens", 0)
-    cached = usage.get("root_cached_tokens", 0) + usage.get("sub_cached_tokens", 0)
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "completion_tokens": usage.get("completion_tokens", 0),
+        "total_tokens": usage.get("total_tokens", 0),
+        "prompt_tokens_details": {"cached_tokens": usage.get("cached_tokens", 0)},
     }
 
 
