@@ -21,7 +21,8 @@ import pytest
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
-from rlm_local.engines.openai_engine import OpenAIEngine, estimate_tokens, parse_vllm_metrics
+from rlm_local.engines.openai_engine import OpenAIEngine, parse_vllm_metrics
+from rlm_local.engines.token_count import estimate_tokens
 from rlm_local.errors import ConfigError, EngineError, PromptTooLong
 from rlm_local.scheduler import RunAborted, Scheduler
 
@@ -66,7 +67,7 @@ class Script:
 
 
 def engine_for(script: Any, **kwargs: Any) -> OpenAIEngine:
-    return OpenAIEngine(URL, "m", transport=httpx.MockTransport(script), backoff_s=0.001, **kwargs)
+    return OpenAIEngine(URL, "m", transport=httpx.MockTransport(script), **kwargs)
 
 
 def chat(text: str = "hi", run_id: str = "r", priority: int = 3) -> GenerationRequest:
@@ -125,6 +126,15 @@ async def test_a_server_that_stays_away_gives_a_clear_error() -> None:
     with pytest.raises(EngineError, match=r"the server at http://server.test/v1 went away / is not answering") as err:
         await engine.generate(chat())
     assert "gave up after 3 attempts" in str(err.value) and len(script.bodies) == 3
+    await engine.close()
+
+
+async def test_an_error_sent_inside_the_stream_is_an_engine_error() -> None:
+    broken = sse({"choices": [{"index": 0, "delta": {"content": "par"}}]}, {"error": {"message": "worker crashed"}})
+    engine = engine_for(Script((200, broken)))
+    with pytest.raises(EngineError, match=r"the server at http://server.test/v1 failed on a request: worker crashed"):
+        await engine.generate(chat())
+    assert engine.in_flight() == 0
     await engine.close()
 
 
@@ -260,7 +270,7 @@ async def real_pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
             base_url=url,
             model=model,
             served_model_name="qwen-test",
-            extra_engine_args={"max_retries": 2, "backoff_s": 0.2},
+            extra_engine_args={"max_retries": 2},
         )
     )
     yield local, remote, server

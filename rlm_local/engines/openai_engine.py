@@ -1,57 +1,49 @@
-"""An `Engine` over a remote OpenAI-compatible server: `vllm serve` (one or many), SGLang, or any chat endpoint.
+"""An `Engine` over a remote OpenAI-compatible server (`vllm serve`, SGLang, any chat endpoint), on the `openai` SDK.
 
-Why streaming chat completions over pooled httpx connections: the stream gives time to first token (the scheduler's
-metrics), a server that dies mid-answer is noticed at once, and closing the stream is how a request is aborted (vLLM
-aborts a request whose client disconnected). Connection failures and 5xx answers are retried with exponential
-backoff; 4xx answers are not (the request itself is wrong). Every failure becomes an `EngineError` that names the
-server.
+The SDK does the transport: pooled connections, timeouts, SSE parsing, and retries of connection failures and 5xx
+answers with backoff. This module adds what an RLM runtime needs on top: vLLM's `priority` and `cache_salt` in the
+request body, time to first token, aborting a run's requests (closing a stream makes vLLM abort it), context
+overflow as `PromptTooLong`, and every failure as an `EngineError` that names the server.
 
-Token counts: with a local tokenizer (the model's folder, or `extra_engine_args.tokenizer`) `count_tokens` applies
-the chat template exactly as the server does; without one it estimates chars/4 plus a few tokens per message. The
-counts reported in `Generation` always come from the server's `usage`; `cached_tokens` is
-`usage.prompt_tokens_details.cached_tokens`, which vLLM sends only when started with `--enable-prompt-tokens-details`.
+Token counts in `Generation` come from the server's `usage` (`cached_tokens` needs vLLM's
+`--enable-prompt-tokens-details`); `count_tokens` uses the model's local tokenizer when there is one (same chat
+template as the server), else estimates chars/4.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import re
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
+from prometheus_client.parser import text_string_to_metric_families
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
+from rlm_local.engines.token_count import estimate_tokens, load_tokenizer
 from rlm_local.errors import ConfigError, EngineError, PromptTooLong
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NUM_SEQS = 64  # what the scheduler may keep in flight on a server that does not say
-CHARS_PER_TOKEN = 4
-_RETRYABLE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-    httpx.PoolTimeout,
-)
-_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+) tokens.*?contains (?:at least )?(\d+) input tokens", re.S)
-_CONTEXT_LIMIT_CHARS = re.compile(r"maximum context length is (\d+) tokens", re.S)
-
-
-class _Retry(Exception):
-    """A failure worth another attempt (connection trouble, 5xx)."""
+_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
+_PROMPT = re.compile(r"contains (?:at least )?(\d+) input tokens")
+VLLM_SERIES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:prefix_cache_hits_total": "prefix_hits",
+    "vllm:prefix_cache_queries_total": "prefix_queries",
+    "vllm:generation_tokens_total": "generation_tokens",
+}
 
 
 class OpenAIEngine(Engine):
-    """Chat completions on one server. Priority goes in the request body (vLLM's `priority` field) when enabled."""
+    """Streaming chat completions on one server; priority goes in the body (vLLM's `priority`) when enabled."""
 
     name = "openai"
 
@@ -66,41 +58,32 @@ class OpenAIEngine(Engine):
         timeout_s: float = 600.0,
         connect_timeout_s: float = 10.0,
         max_retries: int = 3,
-        backoff_s: float = 0.5,
         send_priority: bool = True,
         tokenizer: Any | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         name: str | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.max_model_len = max_model_len
-        self.max_num_seqs = max_num_seqs
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.send_priority = send_priority
-        self.timeout_s = timeout_s
-        self.tokenizer = tokenizer
-        if name:
-            self.name = name
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        self.base_url, self.model, self.name = base_url.rstrip("/"), model, name or self.name
+        self.max_model_len, self.max_num_seqs, self.timeout_s = max_model_len, max_num_seqs, timeout_s
+        self.max_retries, self.send_priority, self.tokenizer = max_retries, send_priority, tokenizer
+        limits = httpx.Limits(max_connections=max(64, 4 * max_num_seqs), max_keepalive_connections=max_num_seqs)
+        self._http = httpx.AsyncClient(limits=limits, transport=transport)
+        self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
-            headers=headers,
+            api_key=api_key or "none",  # servers started without --api-key accept any
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max(64, 4 * max_num_seqs), max_keepalive_connections=max_num_seqs),
-            transport=transport,
+            max_retries=max_retries,
+            http_client=self._http,
         )
         self._runs: dict[str, set[asyncio.Task[Generation]]] = defaultdict(set)
         self._aborted: set[asyncio.Task[Generation]] = set()
 
-    # ---- start ---------------------------------------------------------------------------------------------------
     @classmethod
     async def start(cls, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> OpenAIEngine:
-        """Connect to `config.base_url`, learn the served model (and its window, from vLLM) from `GET /models`."""
+        """Connect to `config.base_url` and learn the served model (and, from vLLM, its window) from `GET /models`."""
         if not config.base_url:
             raise ConfigError("a remote engine (backend 'openai') needs base_url, e.g. http://127.0.0.1:8000/v1")
-        extra = dict(config.extra_engine_args)
+        extra = config.extra_engine_args
         engine = cls(
             config.base_url,
             config.served_model_name or "",
@@ -109,56 +92,43 @@ class OpenAIEngine(Engine):
             max_num_seqs=config.max_num_seqs or DEFAULT_MAX_NUM_SEQS,
             timeout_s=config.request_timeout_s,
             max_retries=int(extra.get("max_retries", 3)),
-            backoff_s=float(extra.get("backoff_s", 0.5)),
             send_priority=bool(extra.get("send_priority", config.scheduling_policy == "priority")),
             tokenizer=load_tokenizer(extra.get("tokenizer") or config.model),
             transport=transport,
         )
         try:
-            models = await engine.list_models()
-        except EngineError:
+            card = engine._pick([card.model_dump() async for card in engine.client.models.list()])
+        except (openai.APIError, httpx.HTTPError) as exc:
+            await engine.close()
+            raise engine._failure(exc) from exc
+        except Exception:
             await engine.close()
             raise
-        card = next((m for m in models if m.get("id") == engine.model), None)
-        if card is None:
-            if engine.model:
-                await engine.close()
-                known = ", ".join(str(m.get("id")) for m in models) or "none"
-                raise ConfigError(
-                    f"the server at {engine.base_url} does not serve {engine.model!r} (it serves {known})"
-                )
-            if not models:
-                await engine.close()
-                raise EngineError(f"the server at {engine.base_url} serves no model")
-            card = models[0]
-            engine.model = str(card.get("id"))
+        engine.model = str(card["id"])
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
         return engine
 
-    async def list_models(self) -> list[dict[str, Any]]:
-        """`GET /models`, with the same retries as a request."""
-
-        async def once() -> list[dict[str, Any]]:
-            response = await self._client.get("/models")
-            if response.status_code >= 500:
-                raise _Retry(f"HTTP {response.status_code}: {_snippet(response.text)}")
-            if response.status_code >= 400:
-                raise EngineError(f"the server at {self.base_url} refused GET /models: {_error_message(response)}")
-            return list(response.json().get("data") or [])
-
-        return await self._with_retries(once)
+    def _pick(self, cards: list[dict[str, Any]]) -> dict[str, Any]:
+        if not cards:
+            raise EngineError(f"the server at {self.base_url} serves no model")
+        if not self.model:
+            return cards[0]
+        for card in cards:
+            if card.get("id") == self.model:
+                return card
+        known = ", ".join(str(c.get("id")) for c in cards)
+        raise ConfigError(f"the server at {self.base_url} does not serve {self.model!r} (it serves {known})")
 
     # ---- Engine --------------------------------------------------------------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Exact with a local tokenizer (same chat template as the server), else chars/4 + 4 per message."""
-        if self.tokenizer is not None:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return len(self.tokenizer.encode(text, add_special_tokens=False))
-        return estimate_tokens(messages)
+        if self.tokenizer is None:
+            return estimate_tokens(messages)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        task = asyncio.create_task(self._with_retries(lambda: self._complete_once(request)))
+        task = asyncio.create_task(self._generate(request))
         self._runs[request.run_id].add(task)
         try:
             return await task
@@ -169,14 +139,13 @@ class OpenAIEngine(Engine):
             raise
         finally:
             self._aborted.discard(task)
-            tasks = self._runs.get(request.run_id)
-            if tasks is not None:
-                tasks.discard(task)
-                if not tasks:
-                    del self._runs[request.run_id]
+            tasks = self._runs.get(request.run_id, set())
+            tasks.discard(task)
+            if not tasks:
+                self._runs.pop(request.run_id, None)
 
     async def abort_run(self, run_id: str) -> int:
-        """Close the run's open streams; the server aborts a request whose client went away."""
+        """Cancel the run's requests: their streams close, and the server aborts a request whose client went away."""
         tasks = list(self._runs.pop(run_id, ()))
         for task in tasks:
             self._aborted.add(task)
@@ -192,196 +161,116 @@ class OpenAIEngine(Engine):
         return len(self._runs.get(run_id, ()))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "base_url": self.base_url,
-            "in_flight": self.in_flight(),
-            "max_num_seqs": self.max_num_seqs,
-            "token_counts": "tokenizer" if self.tokenizer is not None else "estimate (chars/4)",
-        }
+        counts = "tokenizer" if self.tokenizer is not None else "estimate (chars/4)"
+        extra = {"base_url": self.base_url, "in_flight": self.in_flight(), "max_num_seqs": self.max_num_seqs}
+        return {**super().describe(), **extra, "token_counts": counts}
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
+        try:
+            await self.client.close()
+        except Exception as exc:
+            log.warning("closing the client of %s: %s", self.base_url, exc)
 
     async def server_load(self) -> dict[str, float] | None:
-        """Live figures from a vLLM server's Prometheus endpoint (running, waiting, prefix-cache hits); None when
-        the server has none."""
-        root = self.base_url.removesuffix("/v1")
+        """Running, waiting and prefix-cache figures from a vLLM server's Prometheus endpoint; None without one."""
         try:
-            response = await self._client.get(f"{root}/metrics", timeout=5.0)
+            response = await self._http.get(f"{self.base_url.removesuffix('/v1')}/metrics", timeout=5.0)
         except httpx.HTTPError:
             return None
-        if response.status_code != 200:
-            return None
-        return parse_vllm_metrics(response.text)
+        return parse_vllm_metrics(response.text) if response.status_code == 200 else None
 
     # ---- one request ---------------------------------------------------------------------------------------------
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        options = request.options
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.messages,
-            "max_tokens": options.max_tokens,
-            "temperature": options.temperature,
-            "top_p": options.top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if options.seed is not None:
-            body["seed"] = options.seed
-        if options.stop:
-            body["stop"] = options.stop
-        if self.send_priority and request.priority:
-            body["priority"] = request.priority
-        if request.cache_salt:
-            body["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
-        return body
+    async def _generate(self, request: GenerationRequest) -> Generation:
+        try:
+            try:
+                return await self._stream(request)
+            except openai.BadRequestError as exc:
+                if not (self.send_priority and request.priority and "priority" in _message(exc).lower()):
+                    raise
+                log.warning("the server at %s does not schedule by priority; sending none from now on", self.base_url)
+                self.send_priority = False
+                return await self._stream(request)
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise self._failure(exc, request) from exc
 
-    async def _complete_once(self, request: GenerationRequest) -> Generation:
-        body = self._body(request)
-        started = time.monotonic()
-        first_token_s: float | None = None
-        parts: list[str] = []
-        finish_reason: str | None = None
-        usage: dict[str, Any] = {}
-        async with self._client.stream("POST", "/chat/completions", json=body) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                self._raise_for_status(response, request, "priority" in body)
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if chunk.get("error"):
-                    raise EngineError(f"the server at {self.base_url} failed on a request: {_message(chunk['error'])}")
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        if first_token_s is None:
-                            first_token_s = time.monotonic() - started
-                        parts.append(text)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-        details = usage.get("prompt_tokens_details") or {}
+    async def _stream(self, request: GenerationRequest) -> Generation:
+        options, extra = request.options, {}
+        if self.send_priority and request.priority:
+            extra["priority"] = request.priority
+        if request.cache_salt:
+            extra["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
+        started, first_token_s, parts, finish, usage = time.monotonic(), None, [], None, None
+        stream = await self.client.chat.completions.create(
+            model=self.model,
+            messages=request.messages,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed if options.seed is not None else openai.omit,
+            stop=options.stop or openai.omit,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=extra or None,
+        )
+        async with stream:
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        first_token_s = first_token_s or time.monotonic() - started
+                        parts.append(choice.delta.content)
+                    finish = choice.finish_reason or finish
+                usage = chunk.usage or usage
+        details = usage and usage.prompt_tokens_details
         return Generation(
             text="".join(parts),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason=finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            cached_tokens=(details and details.cached_tokens) or 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=finish,
             latency_s=time.monotonic() - started,
             first_token_s=first_token_s,
             engine=self.name,
         )
 
-    def _raise_for_status(self, response: httpx.Response, request: GenerationRequest, sent_priority: bool) -> None:
-        code, message = response.status_code, _error_message(response)
-        if code >= 500:
-            raise _Retry(f"HTTP {code}: {message}")
-        if sent_priority and code == 400 and "priority" in message.lower():
-            log.warning("the server at %s does not schedule by priority; sending none from now on", self.base_url)
-            self.send_priority = False
-            raise _Retry("retrying without priority")
-        match = _CONTEXT_LIMIT.search(message)
-        if match:
-            raise PromptTooLong(int(match.group(2)), int(match.group(1)), self.model)
-        match = _CONTEXT_LIMIT_CHARS.search(message)
-        if match:
-            raise PromptTooLong(self.count_tokens(request.messages), int(match.group(1)), self.model)
-        raise EngineError(f"the server at {self.base_url} refused the request (HTTP {code}): {message}")
-
-    async def _with_retries(self, attempt: Any) -> Any:
-        """Retry connection failures and 5xx with exponential backoff; give up with a clear `EngineError`."""
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return await attempt()
-            except httpx.ReadTimeout as exc:
-                raise EngineError(
-                    f"the server at {self.base_url} is not answering: no reply within {self.timeout_s:g} s"
-                ) from exc
-            except (_Retry, *_RETRYABLE) as exc:
-                reason = _describe(exc)
-                if tries > self.max_retries:
-                    raise EngineError(
-                        f"the server at {self.base_url} went away / is not answering: {reason} "
-                        f"(gave up after {tries} attempts)"
-                    ) from exc
-                delay = 0.0 if str(exc) == "retrying without priority" else self.backoff_s * 2 ** (tries - 1)
-                log.info("%s: %s; retrying in %.1f s", self.base_url, reason, delay)
-                await asyncio.sleep(delay)
-            except httpx.HTTPError as exc:
-                raise EngineError(f"the server at {self.base_url} failed: {_describe(exc)}") from exc
-
-
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """chars/4 plus 4 tokens of template per message (used without a local tokenizer)."""
-    return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages) + 2
-
-
-def load_tokenizer(spec: str | None) -> Any | None:
-    """A Hugging Face tokenizer from a local folder or a prepared catalog model; None (estimates) otherwise."""
-    if not spec:
-        return None
-    path = Path(spec).expanduser()
-    if not path.is_dir():
-        try:
-            from rlm_local.models import resolve_model
-
-            path = Path(resolve_model(spec, prepare=False))
-        except Exception:
-            return None
-        if not path.is_dir():
-            return None  # a Hugging Face id: loading it would need the hub
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:
-        log.warning("no tokenizer from %s (%s); token counts are estimates", path, exc)
-        return None
+    def _failure(self, exc: Exception, request: GenerationRequest | None = None) -> Exception:
+        """The SDK's or the transport's exception as an `EngineError` (or `PromptTooLong`) that names the server."""
+        where = f"the server at {self.base_url}"
+        if isinstance(exc, openai.BadRequestError) and (window := _WINDOW.search(_message(exc))):
+            prompt = _PROMPT.search(_message(exc))
+            tokens = int(prompt.group(1)) if prompt else self.count_tokens(request.messages if request else [])
+            return PromptTooLong(tokens, int(window.group(1)), self.model)
+        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+            return EngineError(f"{where} is not answering: no reply within {self.timeout_s:g} s")
+        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+            cause = exc.__cause__ or exc
+            return EngineError(
+                f"{where} went away / is not answering: {_describe(cause)} "
+                f"(gave up after {self.max_retries + 1} attempts)"
+            )
+        if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+            return EngineError(f"{where} failed (HTTP {exc.status_code}): {_message(exc)}")
+        if isinstance(exc, openai.APIStatusError):
+            return EngineError(f"{where} refused the request (HTTP {exc.status_code}): {_message(exc)}")
+        if isinstance(exc, openai.APIError):
+            return EngineError(f"{where} failed on a request: {_message(exc)}")
+        return EngineError(f"{where} failed: {_describe(exc)}")
 
 
 def parse_vllm_metrics(text: str) -> dict[str, float]:
-    """Sum the few vLLM Prometheus series the engines table shows."""
-    wanted = {
-        "vllm:num_requests_running": "running",
-        "vllm:num_requests_waiting": "waiting",
-        "vllm:prefix_cache_hits_total": "prefix_hits",
-        "vllm:prefix_cache_queries_total": "prefix_queries",
-        "vllm:generation_tokens_total": "generation_tokens",
-    }
+    """Sum the few vLLM Prometheus series the engines table shows (over all label sets)."""
     figures: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
-            with contextlib.suppress(ValueError):
-                figures[wanted[name]] = figures.get(wanted[name], 0.0) + float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if key := VLLM_SERIES.get(sample.name):
+                figures[key] = figures.get(key, 0.0) + sample.value
     return figures
 
 
-def _error_message(response: httpx.Response) -> str:
-    try:
-        payload = response.json()
-    except ValueError:
-        return _snippet(response.text)
-    if isinstance(payload, dict):
-        return _message(payload.get("error", payload.get("message", payload)))
-    return _snippet(str(payload))
-
-
-def _message(error: Any) -> str:
-    if isinstance(error, dict):
-        return _snippet(str(error.get("message") or error))
-    return _snippet(str(error))
+def _message(exc: openai.APIError) -> str:
+    """The server's own words: the `message` of its error body, without the SDK's "Error code: N -" prefix."""
+    body = exc.body
+    text = body.get("message") if isinstance(body, dict) else None
+    return _snippet(str(text or exc.message))
 
 
 def _snippet(text: str, limit: int = 300) -> str:

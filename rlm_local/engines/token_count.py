@@ -1,0 +1,37 @@
+"""Token counts for an engine that is not in this process: the model's own tokenizer when it is on disk, else an
+estimate (the remote engine uses these to fit prompts into the window before sending them)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """chars/4 plus 4 tokens of template per message (used without a local tokenizer)."""
+    return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages) + 2
+
+
+def load_tokenizer(spec: str | None) -> Any | None:
+    """A Hugging Face tokenizer from a local folder or a prepared catalog model; None (estimates) otherwise."""
+    path = Path(spec).expanduser() if spec else None
+    if spec and path and not path.is_dir():
+        from rlm_local.models import resolve_model
+
+        with contextlib.suppress(Exception):
+            path = Path(resolve_model(spec, prepare=False))
+    if not (path and path.is_dir()):
+        return None  # nothing given, or a Hugging Face id: loading it would need the hub
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:
+        log.warning("no tokenizer from %s (%s); token counts are estimates", path, exc)
+        return None
