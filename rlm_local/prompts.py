@@ -218,6 +218,9 @@ WRONG_KIND_NOTE = (
     "Not accepted: that is not the kind of answer the question asks for (a number for 'how many', a name for "
     "'who', the things themselves for 'which ... appear'). Find it in the data, then answer."
 )
+COPIED_EXAMPLE_NOTE = (
+    "Not run: that code is a worked example's, written for another question. Write code for this question: {query}"
+)
 ECHO_NOTE = (
     "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "
     "then answer with it."

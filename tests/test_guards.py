@@ -12,6 +12,7 @@ from test_run_loop import CONTEXT, run
 
 from rlm_local import prompts
 from rlm_local.context import PREVIEW_CHARS, prepare_context
+from rlm_local.parsing import extract_code_blocks
 from rlm_local.runtime.guards import echoes_query, error_hint, non_answer, wrong_kind
 
 LOOK = repl("print(context[:60])")  # a cell that prints from the data
@@ -230,6 +231,47 @@ def test_when_every_candidate_repeats_the_reply_stays_with_a_note():
     assert result.answer == "4217" and len(engine.sampled_options) == 4
     assert prompts.REPEATED_CODE_NOTE in shown(engine, 3)
     assert [e.get("resampled") for e in result.trajectory if e["event"] == "turn"] == [None, 4, None]
+
+
+# ---- 7. a copied worked example -------------------------------------------------------------------------------------
+EXAMPLE_COUNT = repl(prompts.SMALL_CODER_EXAMPLES[2][2])  # the worked example that counts support tickets
+EXAMPLE_SEARCH = repl(prompts.SMALL_CODER_EXAMPLES[0][2])  # the one that searches for a guest's name
+
+
+def test_a_copied_worked_example_is_resampled_and_never_run():
+    fresh = repl("print(re.findall(r'secret number is (\\d+)', context))")
+    engine = ScriptedEngine([EXAMPLE_COUNT, "FINAL(4217)"], sampled=lambda options: fresh)
+    result = run(engine, profile="small-coder")
+    assert result.answer == "4217"
+    asked = [e["prompt_preview"] for e in result.trajectory if e["event"] == "subcall"]
+    assert not any("signing in" in p for p in asked), asked  # count_where over every record never ran
+    turn = next(e for e in result.trajectory if e["event"] == "turn")
+    assert turn["replaced"] == EXAMPLE_COUNT and turn["code"] == extract_code_blocks(fresh)
+    assert "['4217']" in shown(engine, 2)
+
+
+def test_a_copied_example_that_every_candidate_repeats_is_not_run_and_the_model_is_told():
+    engine = ScriptedEngine([EXAMPLE_SEARCH, LOOK, "FINAL(4217)"])  # sampled replies copy it too
+    result = run(engine, profile="small-coder")
+    assert result.answer == "4217" and len(engine.sampled_options) == 4
+    note = prompts.COPIED_EXAMPLE_NOTE.format(query="What is the secret number?")
+    assert note in shown(engine, 2) and "Output:" not in shown(engine, 2)  # nothing ran, so nothing to show
+    assert next(e["outputs"] for e in result.trajectory if e["event"] == "turn") == []
+
+
+def test_an_example_word_that_the_question_itself_uses_is_not_a_copy():
+    engine = ScriptedEngine([EXAMPLE_SEARCH, "FINAL(Hotel Meridian)"])
+    context = "Travel note: Dr. Amara Osei checked into the Hotel Meridian. " + CONTEXT
+    result = run(engine, context=context, query="Where did Osei stay?", profile="small-coder")
+    assert result.answer == "Hotel Meridian" and engine.sampled_options == []
+    assert "Hotel Meridian" in shown(engine, 2)
+
+
+def test_guards_off_do_not_look_for_copied_examples():
+    engine = ScriptedEngine([EXAMPLE_SEARCH, "FINAL(4217)"])
+    result = run(engine, profile="small-coder", guards=False)
+    assert engine.sampled_options == [] and prompts.COPIED_EXAMPLE_NOTE[:20] not in shown(engine, 2)
+    assert result.answer == "4217"
 
 
 # ---- guards=False: the loop as it was ------------------------------------------------------------------------------

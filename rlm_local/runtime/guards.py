@@ -34,6 +34,7 @@ _IMPORTS = {
     **{n: f"from collections import {n}" for n in ("Counter", "defaultdict", "OrderedDict", "namedtuple", "deque")},
     **{n: f"from itertools import {n}" for n in ("chain", "groupby", "islice", "combinations", "product")},
 }
+_COMMON_LITERALS = frozenset({"none", "null", "true", "false", "yes", "no", "answer"})
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 _HELPER_TYPE_ERROR = re.compile(r"TypeError: .*?\b_?(llm_query_batched|llm_query|rlm_query|split_text)\(\)")
 
@@ -108,6 +109,19 @@ def _treated_as_str(last: str, type_name: str) -> bool:
     return type_name == "dict" and ("unhashable type: 'slice'" in last or bool(re.match(r"KeyError: -?\d+$", last)))
 
 
+def string_literals(code: str) -> set[str]:
+    """The str constants of a cell of at least 4 characters: the search words and questions it was written for."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) >= 4
+    }
+
+
 def _names(code: str) -> tuple[set[str], set[str], set[str]]:
     """Names a cell reads, names it binds, and the plain names it calls."""
     read: set[str] = set()
@@ -142,15 +156,28 @@ class LoopGuards:
     query: str = ""
     echo_refused: bool = False
     kind_refused: bool = False
+    example_words: set[str] = field(default_factory=set)  # search words and questions of the worked examples
+
+    def learn_examples(self, blocks: list[str]) -> None:
+        """Remember the worked examples' own strings (those not in this run's question), to spot a copied example."""
+        asked = self.query.casefold()
+        words = {s for b in blocks for s in string_literals(b) if s.casefold() not in asked}
+        self.example_words |= {w for w in words if w.strip().casefold() not in _COMMON_LITERALS}
+
+    def copies_example(self, blocks: list[str]) -> bool:
+        """A cell searches for or asks about a worked example's words instead of the question's (measured: a 1.5B
+        root re-ran the ticket-counting example, 34 sub-calls, for "What is the garage code?")."""
+        return self.enabled and any(string_literals(b) & self.example_words for b in blocks)
 
     def ran_before(self, blocks: list[str]) -> bool:
         return any(block in self.seen_code for block in blocks)
 
     def is_retry(self, reply: str) -> bool:
-        """The reply only re-runs cells already run, or repeats a FINAL already refused as a non-answer."""
+        """The reply only re-runs cells already run, copies a worked example, or repeats a FINAL already refused
+        as a non-answer."""
         blocks = extract_code_blocks(reply)
         if blocks:
-            return all(block in self.seen_code for block in blocks)
+            return self.copies_example(blocks) or all(block in self.seen_code for block in blocks)
         final = find_final(reply)
         return final is not None and final.value in self.refused
 

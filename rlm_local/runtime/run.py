@@ -108,7 +108,11 @@ class RLMRun:
             sandbox=tree.sandbox.name,
         )
         first = await asyncio.to_thread(self._first_message)  # the preview may scan a large file for its lines
-        self.messages = [*self._opening(), {"role": "user", "content": first}]
+        opening = self._opening()
+        self.guards.learn_examples(
+            [b for m in opening if m["role"] == "assistant" for b in extract_code_blocks(m["content"])]
+        )
+        self.messages = [*opening, {"role": "user", "content": first}]
         self._check_window()
         session = ReplSession(
             tree.sandbox,
@@ -155,6 +159,11 @@ class RLMRun:
                 self.tree.trajectory.emit("turn", **meta, code=[], outputs=[], final=None, note="stuck: gave up")
                 return Outcome(None, "max_iterations", f"the model repeated itself {stuck} turns in a row", self.turn)
             blocks = extract_code_blocks(reply)
+            if self.guards.copies_example(blocks):  # re-sampling did not help: the example is not run at all
+                note = prompts.COPIED_EXAMPLE_NOTE.format(query=self.query)
+                self.tree.trajectory.emit("turn", **meta, code=blocks, outputs=[], final=None, note=note)
+                self._append_feedback([], note)
+                continue
             repeated = self.guards.ran_before(blocks)
             self.guards.seen_code.update(blocks)
             outputs, code_final = await self._run_blocks(session, blocks)
