@@ -69,7 +69,8 @@ Rules:
 
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
 # the shape of these turns; told the same thing in prose it only wrote comments). One per task shape: find a fact,
-# read everything for a fact in other words, count records, list who meets a condition.
+# read everything for a fact in other words, a fact about something the question only describes (two hops), count
+# records, list who meets a condition.
 SMALL_CODER_EXAMPLES = (
     (
         "Which hotel did Dr. Amara Osei stay at during the conference?",
@@ -89,6 +90,17 @@ SMALL_CODER_EXAMPLES = (
         'print(ask_all("Who designed the bridge that replaced the old ferry crossing?"))',
         "Lena Hartmann",
         "Lena Hartmann",
+    ),
+    (
+        "What is the phone number of the firm that audited the museum?",
+        "`context` is a list of str with 640 items, 58,210 characters in total.\n"
+        "First and last items (each cut to 150 characters):\ncontext[0] = 'Board minutes, 3 March: the roof repair "
+        "was approved...'\n...\ncontext[639] = 'Visitor survey: most guests came for the map room.'",
+        'firm = ask_all("Which firm audited the museum?")\n'
+        "print(firm)\n"
+        'print(ask_all(f"What is the phone number of {{firm}}?"))',  # {{}}: the code is .format()ted
+        "Holm & Berg\n0171 443 2290",
+        "0171 443 2290",
     ),
     (
         "How many of the support tickets are about trouble signing in?",

@@ -234,7 +234,7 @@ def test_when_every_candidate_repeats_the_reply_stays_with_a_note():
 
 
 # ---- 7. a copied worked example -------------------------------------------------------------------------------------
-EXAMPLE_COUNT = repl(prompts.SMALL_CODER_EXAMPLES[2][2])  # the worked example that counts support tickets
+EXAMPLE_COUNT = repl(next(e[2] for e in prompts.SMALL_CODER_EXAMPLES if "count_where" in e[2]))  # counts tickets
 EXAMPLE_SEARCH = repl(prompts.SMALL_CODER_EXAMPLES[0][2])  # the one that searches for a guest's name
 
 
