@@ -21,7 +21,8 @@ DISCONNECT_POLL_S = 0.5
 
 
 class SizeLimit:
-    """413 for a request whose declared body is over the limit, before it is read. A pure ASGI middleware:
+    """413 for a request body over the limit: before it is read when its length is declared, and as soon as the
+    limit is passed for a chunked body (the route then sees a client that went away). A pure ASGI middleware:
     Starlette's `BaseHTTPMiddleware` would hide a client's disconnect from the routes."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -29,13 +30,41 @@ class SizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                message = {"error": {"message": f"request over {self.max_bytes:,} bytes", "code": 413}}
-                await JSONResponse(message, status_code=413)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(scope, receive, send)
+        received, refused, started = 0, False, False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 is the answer; what the route makes of the cut body is not sent
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = {"error": {"message": f"request over {self.max_bytes:,} bytes", "code": 413}}
+        await JSONResponse(message, status_code=413)(scope, receive, send)
 
 
 def _tenant(request: Request) -> Tenant:
