@@ -23,7 +23,6 @@ CLOSE_PIECES, CLOSE_CHARS = 5, 1_200  # ask_all reads pieces this small (the 0.5
 MAX_SNIPPETS = 40
 SUPPORT_CHARS = 250  # how far around a found answer the question's words are looked for
 MAX_ANSWERS = 5  # ask_all: equally supported answers given together (several values for one key)
-MAX_NAME_CHARS = 80  # a described thing's name, found in the first of two hops, is short
 _STOPWORDS_TEXT = """the and for are was were what which who whom whose when where why how that this these those with
 from into about can could would should does did has have had you your me my our their its his her them they there
 here find tell give name list please any all one some not but than then also just more most less much many of"""
@@ -47,18 +46,6 @@ COMBINE_PROMPT = """Several parts of a long document were read separately. These
 
 Question: {question}
 Using only these notes, give the final answer. Be brief: the answer itself, no explanation."""
-
-# Two hops: a question that names something only by a description is answered in two steps, the name first.
-BRIDGE_PROMPT = """Question: {question}
-
-Does this question name a person, place, organisation or thing only by a description instead of by its name \
-(for example "the company that makes the blue kettle" or "the author of the lake poem")? If it does, write the \
-short question that asks for that name, and nothing else. If everything in it is named, reply NONE."""
-
-REWRITE_PROMPT = """Question: {question}
-Fact: the answer to "{ask}" is {name}.
-
-Write the question again with {name} in place of the description it answers. Reply with the question only."""
 
 LABEL_PROMPT = """Answer a question about one record. Reply with only the answer{choices}, nothing else.
 
@@ -245,19 +232,12 @@ class Strategies:
         words with the question (BM25), then, if no answer there is near the question's words, every piece.
 
         Every piece's answer must be written in that piece; the best answer is the one with most of the
-        question's words around it (ties: several values, given together). A question that names something
-        only by a description ("the firm that audited the museum") is answered with that thing's name found
-        first, when the answer found that way is written in a piece that names it."""
+        question's words around it (ties: several values, given together)."""
         data = self._data(data)
-        bridged = self._two_hops(question, data, max_chars)
-        return bridged if bridged is not None else self._answer(question, data, max_chars)
-
-    def _answer(self, question: str, data: Any, max_chars: int, named: str = "") -> str:
-        """`ask_all` in one hop; with `named`, only pieces that contain that name count."""
-        close = [p for p in rank(question, data, k=CLOSE_PIECES, max_chars=max_chars) if named.lower() in p.lower()]
+        close = rank(question, data, k=CLOSE_PIECES, max_chars=max_chars)
         found = self._findings(question, close)
         if not found or found[0][0] == 0:
-            rest = [p for p in pieces(data, max_chars) if p not in close and named.lower() in p.lower()]
+            rest = [p for p in pieces(data, max_chars) if p not in close]
             found = sorted(found + self._findings(question, rest), key=lambda f: -f[0])
         if not found:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
@@ -269,21 +249,6 @@ class Strategies:
         notes = "\n".join(f"- {note}" for note in list(best.values())[:MAX_ANSWERS])
         reply = _clean(self._batched([COMBINE_PROMPT.format(notes=notes, question=question)])[0])
         return reply if reply and not is_none(reply) and reply.lower() in notes.lower() else ", ".join(best)
-
-    def _two_hops(self, question: str, data: Any, max_chars: int) -> str | None:
-        """The answer by way of a described thing's name, or None (nothing described, its name not found, or no
-        answer written next to the name)."""
-        ask = _clean(self._batched([BRIDGE_PROMPT.format(question=question)])[0])
-        if is_none(ask) or not ask.endswith("?") or _stems(ask) >= _stems(question):
-            return None
-        name = self._answer(ask, data, max_chars)
-        if is_none(name) or len(name) > MAX_NAME_CHARS or name.lower() in question.lower():
-            return None
-        rewritten = _clean(self._batched([REWRITE_PROMPT.format(question=question, ask=ask, name=name)])[0])
-        if name.lower() not in rewritten.lower():
-            return None
-        answer = self._answer(rewritten, data, max_chars, named=name)
-        return None if is_none(answer) else answer
 
     def _findings(self, question: str, parts: list[str]) -> list[tuple[int, str, str]]:
         """(support, answer, the sentence it is in) for every part whose answer is written in it, best supported

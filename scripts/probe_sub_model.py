@@ -23,6 +23,7 @@ import rlm_helpers
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
+from rlm_local.engines.engine_log import new_log_path
 from rlm_local.eval.families.records import SCHEMES, record_text
 from rlm_local.eval.scoring import score_answer
 from rlm_local.eval.tasks import make_task
@@ -37,17 +38,23 @@ async def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--seeds", type=int, default=6, help="development seeds per family and length")
+    parser.add_argument("--families", default=",".join(READING_FAMILIES), help="reading families, comma-separated")
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="context sizes in characters")
+    parser.add_argument("--no-labels", action="store_true", help="skip the label probes")
     args = parser.parse_args()
-    engine = await start_engine(EngineConfig(model=args.model, max_model_len=args.max_model_len))
+    config = EngineConfig(model=args.model, max_model_len=args.max_model_len, log_file=new_log_path())
+    engine = await start_engine(config)  # its logs go to a file: stdout is the results alone
     loop = asyncio.get_running_loop()
 
     async def ask(prompt: str) -> str:
         request = GenerationRequest([{"role": "user", "content": prompt}], SamplingOptions(max_tokens=128))
         return (await engine.generate(request)).text
 
+    async def ask_many(prompts: list[str]) -> list[str]:
+        return list(await asyncio.gather(*(ask(p) for p in prompts)))
+
     def batched(prompts: list[str]) -> list[str]:  # the helpers are synchronous, as in the REPL
-        future = asyncio.run_coroutine_threadsafe(asyncio.gather(*(ask(p) for p in prompts)), loop)
-        return list(future.result())
+        return asyncio.run_coroutine_threadsafe(ask_many(prompts), loop).result()
 
     def helpers(context: object) -> dict:
         namespace = {"context": context}
@@ -56,16 +63,17 @@ async def main() -> None:
 
     try:
         print(f"model: {engine.model}")
-        for chars in LENGTHS:
-            for family in READING_FAMILIES:
+        for chars in [int(n) for n in args.lengths.split(",")]:
+            for family in args.families.split(","):
                 scores = []
                 for seed in range(args.seeds):
                     task = make_task(family, seed, chars)
                     answer = await loop.run_in_executor(None, helpers(task.context)["ask_all"], task.query)
                     scores.append(score_answer(task, answer).score)
+                    print(f"  seed {seed}: {task.query!r} -> {answer!r} (gold {task.gold!r})", file=sys.stderr)
                 print(f"reading  ask_all  {family:<9} {chars:>7,} chars  mean score {sum(scores) / len(scores):.2f}")
         rng = random.Random(7)
-        for scheme, labels in SCHEMES.items():
+        for scheme, labels in [] if args.no_labels else SCHEMES.items():
             records = [(label, record_text(rng, label)) for label in labels for _ in range(8)]
             texts = [text for _, text in records]
             found = await loop.run_in_executor(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,8 +28,6 @@ def sub_model(prompt: str) -> str:
         return "shipping" if "late" in record or "delivery" in record else "billing"
     if "Several parts" in prompt:  # choosing among equally supported findings
         return "Mira Kessel"
-    if "only by a description" in prompt:  # the two-hop check: these questions name everything
-        return "NONE"
     piece = prompt.split("Text:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
     if "Kessel" in piece:
         return "Mira Kessel."
@@ -101,7 +98,7 @@ def test_ask_all_looks_closely_at_the_best_ranked_pieces_first():
     docs["doc17.md"] = "At the sailing race Mira Kessel was first across the line, Tomas Vey second."
     ns, calls = strategies(docs)
     assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel"  # most of the question's words around it
-    assert [len(c) for c in calls] == [1, rlm_helpers.CLOSE_PIECES]  # the two-hop check, then the close look only
+    assert len(calls) == 1 and len(calls[0]) == rlm_helpers.CLOSE_PIECES  # found in the close look: no full pass
 
 
 def test_ask_all_reads_every_piece_when_the_close_look_finds_nothing_near_the_question():
@@ -109,7 +106,7 @@ def test_ask_all_reads_every_piece_when_the_close_look_finds_nothing_near_the_qu
     docs["doc17.md"] = "Mira Kessel crossed first at a regatta."  # shares no word with the question
     ns, calls = strategies(docs)
     assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
-    assert [len(c) for c in calls] == [1, rlm_helpers.CLOSE_PIECES, len(pieces(docs, rlm_helpers.CLOSE_CHARS)) - 5]
+    assert [len(c) for c in calls] == [rlm_helpers.CLOSE_PIECES, len(pieces(docs, rlm_helpers.CLOSE_CHARS)) - 5]
     none_ns, _ = strategies({"a": "nothing relevant"})
     assert none_ns["ask_all"]("Who won?") == "NONE"
 
@@ -119,44 +116,6 @@ def test_ask_all_lets_the_sub_model_choose_among_equally_supported_answers():
     ns, calls = strategies(docs)
     assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
     assert "Several parts" in calls[-1][0] and "b.md: Mira Kessel crossed first at a regatta." in calls[-1][0]
-
-
-def two_hop_model(prompt: str) -> str:
-    """A scripted sub-model for a question that describes the firm instead of naming it."""
-    if "only by a description" in prompt:
-        return "Which firm audited the museum?"
-    if prompt.startswith("Question:") and "Fact:" in prompt:
-        return "What is the phone number of Holm & Berg?"
-    piece = prompt.split("Text:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
-    if "audited" in prompt.rsplit("Question:", 1)[-1]:
-        return "Holm & Berg" if "audited by Holm & Berg" in piece else "the council"
-    asked = prompt.rsplit("Question:", 1)[-1]
-    lines = [line for line in piece.splitlines() if "Holm & Berg" in line] if "Holm & Berg" in asked else [piece]
-    numbers = re.findall(r"\d{4} \d{3} \d{4}", "\n".join(lines))
-    return numbers[0] if numbers else "NONE"
-
-
-def test_ask_all_finds_a_described_thing_by_name_first():
-    docs = {
-        f"minutes/{i}.md": f"Minutes {i}: the roof, the guttering and the budget were discussed. " * 20
-        for i in range(12)
-    }
-    docs["accounts.md"] = "The museum's accounts for last year were audited by Holm & Berg without remarks."
-    docs["contacts/a.md"] = "Lind & Co, the caterers, can be reached on 0207 111 2222 on weekdays."
-    docs["contacts/b.md"] = "Holm & Berg can be reached on 0171 443 2290 during office hours."
-    calls: list[list[str]] = []
-    namespace: dict = {"context": docs}
-
-    def batched(prompts: list[str]) -> list[str]:
-        calls.append(prompts)
-        return [two_hop_model(p) for p in prompts]
-
-    namespace.update(Strategies(batched, namespace).helpers())
-    assert namespace["ask_all"]("What is the phone number of the firm that audited the museum?") == "0171 443 2290"
-    asked = [p.rsplit("Question: ", 1)[-1] for c in calls for p in c if p.startswith("Text:")]
-    assert any(q.startswith("What is the phone number of Holm & Berg?") for q in asked)
-    one_hop = Strategies(lambda prompts: [two_hop_model(p) for p in prompts], namespace)
-    assert one_hop._answer("What is the phone number of the firm?", docs, rlm_helpers.CLOSE_CHARS) != "0171 443 2290"
 
 
 CODE = '''import json
