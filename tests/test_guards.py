@@ -259,6 +259,24 @@ def test_a_copied_example_that_every_candidate_repeats_is_not_run_and_the_model_
     assert next(e["outputs"] for e in result.trajectory if e["event"] == "turn") == []
 
 
+def test_asking_a_helper_an_example_question_is_a_copy_too():
+    hotel = prompts.SMALL_CODER_EXAMPLES[0][0]  # the example's question, not its code
+    copied = [repl(f"print(ask_all({hotel!r}))"), repl('print(search("Amara Osei"))')]
+    for cell in copied:
+        engine = ScriptedEngine([cell, LOOK, "FINAL(4217)"])
+        result = run(engine, profile="small-coder")
+        assert result.answer == "4217" and len(engine.sampled_options) == 4, cell
+        assert next(e["outputs"] for e in result.trajectory if e["event"] == "turn") == []
+
+
+def test_plain_words_and_the_questions_own_words_are_not_copies():
+    cells = [repl('print(search("context"))'), repl('print(count_where("Is this about the secret number?"))')]
+    for cell in cells:
+        engine = ScriptedEngine([cell, "FINAL(4217)"])
+        run(engine, profile="small-coder")
+        assert engine.sampled_options == [], cell
+
+
 def test_an_example_word_that_the_question_itself_uses_is_not_a_copy():
     engine = ScriptedEngine([EXAMPLE_SEARCH, "FINAL(Hotel Meridian)"])
     context = "Travel note: Dr. Amara Osei checked into the Hotel Meridian. " + CONTEXT

@@ -122,6 +122,14 @@ def string_literals(code: str) -> set[str]:
     }
 
 
+def _content_stems(text: str) -> set[str]:
+    """Words of more than 3 letters cut to 5, so "tickets" meets "ticket" and "signing" meets "sign-in"."""
+    return {w.casefold()[:5] for w in re.findall(r"[A-Za-z]{4,}", text)} - _FUNCTION_WORDS
+
+
+_FUNCTION_WORDS = frozenset({"what", "which", "where", "when", "there", "these", "those", "their", "about", "answe"})
+
+
 def _names(code: str) -> tuple[set[str], set[str], set[str]]:
     """Names a cell reads, names it binds, and the plain names it calls."""
     read: set[str] = set()
@@ -156,18 +164,30 @@ class LoopGuards:
     query: str = ""
     echo_refused: bool = False
     kind_refused: bool = False
-    example_words: set[str] = field(default_factory=set)  # search words and questions of the worked examples
+    example_text: str = ""  # the worked examples' turns (questions, code, outputs), casefolded
 
-    def learn_examples(self, blocks: list[str]) -> None:
-        """Remember the worked examples' own strings (those not in this run's question), to spot a copied example."""
-        asked = self.query.casefold()
-        words = {s for b in blocks for s in string_literals(b) if s.casefold() not in asked}
-        self.example_words |= {w for w in words if w.strip().casefold() not in _COMMON_LITERALS}
+    def learn_examples(self, turns: list[str]) -> None:
+        """Remember the worked examples, to spot a cell that copies one instead of working on this question."""
+        self.example_text += "\n".join(turns).casefold()
 
     def copies_example(self, blocks: list[str]) -> bool:
-        """A cell searches for or asks about a worked example's words instead of the question's (measured: a 1.5B
-        root re-ran the ticket-counting example, 34 sub-calls, for "What is the garage code?")."""
-        return self.enabled and any(string_literals(b) & self.example_words for b in blocks)
+        """A cell searches for or asks about a worked example's words instead of the question's: a string in it
+        is written in an example and shares no word with this question (measured: a 1.5B root re-ran the
+        ticket-counting example, 34 sub-calls, for "What is the garage code?", and asked `ask_all` the hotel
+        example's question about a code base)."""
+        if not (self.enabled and self.example_text):
+            return False
+        asked = _content_stems(self.query)
+        return any(
+            len(s.strip()) >= 4
+            and s.strip().casefold() not in _COMMON_LITERALS
+            and s.casefold() in self.example_text
+            and not _content_stems(s) & asked
+            and (len(_content_stems(s)) >= 2 or re.search(r"\b[A-Z][a-z]{3,}", s))  # not one plain word
+            for block in blocks
+            for s in string_literals(block)
+            if re.search(r"[A-Za-z]", s)
+        )
 
     def ran_before(self, blocks: list[str]) -> bool:
         return any(block in self.seen_code for block in blocks)

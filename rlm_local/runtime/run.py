@@ -109,9 +109,7 @@ class RLMRun:
         )
         first = await asyncio.to_thread(self._first_message)  # the preview may scan a large file for its lines
         opening = self._opening()
-        self.guards.learn_examples(
-            [b for m in opening if m["role"] == "assistant" for b in extract_code_blocks(m["content"])]
-        )
+        self.guards.learn_examples([m["content"] for m in opening if m["role"] != "system"])
         self.messages = [*opening, {"role": "user", "content": first}]
         self._check_window()
         session = ReplSession(
