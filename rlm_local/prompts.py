@@ -236,6 +236,10 @@ WRONG_KIND_NOTE = (
 COPIED_EXAMPLE_NOTE = (
     "Not run: that code is a worked example's, written for another question. Write code for this question: {query}"
 )
+EXAMPLE_ANSWER_NOTE = (
+    "Not accepted: that is the answer of a worked example, not of this question. Find the answer to this question "
+    "in the data."
+)
 ECHO_NOTE = (
     "Not accepted: that answer only repeats words of the question. Find what the question asks for in the data, "
     "then answer with it."

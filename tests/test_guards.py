@@ -269,6 +269,15 @@ def test_asking_a_helper_an_example_question_is_a_copy_too():
         assert next(e["outputs"] for e in result.trajectory if e["event"] == "turn") == []
 
 
+def test_a_worked_examples_answer_is_refused_and_never_taken_from_a_resample():
+    hotel = prompts.SMALL_CODER_EXAMPLES[0][4]  # "Hotel Meridian"
+    engine = ScriptedEngine([LOOK, f"FINAL({hotel})", "FINAL(4217)"], sampled=lambda options: f"FINAL({hotel})")
+    result = run(engine, profile="small-coder")
+    assert result.answer == "4217" and prompts.EXAMPLE_ANSWER_NOTE in shown(engine, 3)
+    insisted = ScriptedEngine([LOOK, *[f"FINAL({hotel})"] * 3])  # every reply, re-sampled or not
+    assert run(insisted, profile="small-coder").answer == hotel  # believed after two refusals: no deadlock
+
+
 def test_plain_words_and_the_questions_own_words_are_not_copies():
     cells = [repl('print(search("context"))'), repl('print(count_where("Is this about the secret number?"))')]
     for cell in cells:

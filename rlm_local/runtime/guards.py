@@ -23,6 +23,7 @@ DATA_HELPERS = frozenset(
 )
 PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
 RESAMPLE_CANDIDATES = 4
+MAX_PRINTED = 1_000_000  # how much of the run's printed output an answer is looked up in
 RESAMPLE_TEMPERATURE = 0.7
 
 _EMPTY = frozenset({"", "[]", "{}", "()", "set()", "''", '""'})
@@ -161,6 +162,8 @@ class LoopGuards:
     data_names: set[str] = field(default_factory=lambda: {"context"})  # `context` and names bound from it
     saw_data: bool = False  # a cell that read the data ran without error and printed something
     premature: int = 0
+    example_refusals: int = 0
+    printed: str = ""  # what the run's cells printed (casefolded, the last MAX_PRINTED characters)
     query: str = ""
     echo_refused: bool = False
     kind_refused: bool = False
@@ -175,18 +178,23 @@ class LoopGuards:
         is written in an example and shares no word with this question (measured: a 1.5B root re-ran the
         ticket-counting example, 34 sub-calls, for "What is the garage code?", and asked `ask_all` the hotel
         example's question about a code base)."""
-        if not (self.enabled and self.example_text):
-            return False
-        asked = _content_stems(self.query)
-        return any(
-            len(s.strip()) >= 4
-            and s.strip().casefold() not in _COMMON_LITERALS
-            and s.casefold() in self.example_text
-            and not _content_stems(s) & asked
-            and (len(_content_stems(s)) >= 2 or re.search(r"\b[A-Z][a-z]{3,}", s))  # not one plain word
-            for block in blocks
-            for s in string_literals(block)
-            if re.search(r"[A-Za-z]", s)
+        return any(self.from_example(s) for block in blocks for s in string_literals(block))
+
+    def from_example(self, text: str) -> bool:
+        """`text` is written in the worked examples, not in what this run printed, is not one plain word, and shares
+        no word with the question."""
+        text = text.strip()
+        stems = _content_stems(text)
+        return (
+            self.enabled
+            and bool(self.example_text)
+            and len(text) >= 4
+            and text.casefold() not in _COMMON_LITERALS
+            and bool(re.search(r"[A-Za-z]", text))
+            and text.casefold() in self.example_text
+            and text.casefold() not in self.printed
+            and not stems & _content_stems(self.query)
+            and (len(stems) >= 2 or bool(re.search(r"\b[A-Z][a-z]{3,}", text)))
         )
 
     def ran_before(self, blocks: list[str]) -> bool:
@@ -199,7 +207,7 @@ class LoopGuards:
         if blocks:
             return self.copies_example(blocks) or all(block in self.seen_code for block in blocks)
         final = find_final(reply)
-        return final is not None and final.value in self.refused
+        return final is not None and (final.value in self.refused or self.from_example(final.value))
 
     def is_fresh(self, reply: str) -> bool:
         """A re-sampled reply worth taking: it has code or a FINAL, and repeats nothing already tried."""
@@ -208,6 +216,7 @@ class LoopGuards:
     def observe(self, code: str, result: CellResult) -> None:
         """Note whether this cell looked at the data: it read `context` (or a name bound from it, or called a
         helper that reads it), ran without error and printed something."""
+        self.printed = (self.printed + result.stdout.casefold())[-MAX_PRINTED:]
         read, bound, called = _names(code)
         if read & self.data_names or called & DATA_HELPERS:
             self.data_names |= bound
@@ -221,6 +230,9 @@ class LoopGuards:
         if why := non_answer(answer):
             self.refused.update(v for v in (answer.strip(), written) if v is not None)
             return why
+        if self.from_example(answer) and self.example_refusals < PREMATURE_REFUSALS:
+            self.example_refusals += 1  # a model that insists is believed in the end, as below
+            return prompts.EXAMPLE_ANSWER_NOTE
         if not self.saw_data and self.premature < PREMATURE_REFUSALS:
             self.premature += 1  # a model that insists is believed in the end: no deadlock
             return prompts.NO_DATA_NOTE
