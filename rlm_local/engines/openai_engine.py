@@ -97,10 +97,7 @@ class OpenAIEngine(Engine):
             transport=transport,
         )
         try:
-            card = engine._pick([card.model_dump() async for card in engine.client.models.list()])
-        except (openai.APIError, httpx.HTTPError) as exc:
-            await engine.close()
-            raise engine._failure(exc) from exc
+            card = engine._pick(await engine.list_models())
         except Exception:
             await engine.close()
             raise
@@ -108,6 +105,13 @@ class OpenAIEngine(Engine):
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
         return engine
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """`GET /models`: the model cards the server serves (vLLM's carry `max_model_len`)."""
+        try:
+            return [card.model_dump() async for card in self.client.models.list()]
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise self._failure(exc) from exc
 
     def _pick(self, cards: list[dict[str, Any]]) -> dict[str, Any]:
         if not cards:
