@@ -29,7 +29,7 @@ def add_parser(
     serve.add_argument("--api-keys", type=Path, default=None, help="file of 'TENANT KEY' lines (or RLM_LOCAL_API_KEYS)")
     serve.add_argument("--no-auth", action="store_true", help="one tenant, no keys: only on a loopback host")
     serve.add_argument(
-        "--data", type=Path, default=Path.home() / ".local" / "share" / "rlm-local" / "server", help="uploads"
+        "--data", type=Path, default=Path.home() / ".local" / "share" / "rlm-local" / "server", help="uploaded documents and job records"
     )
     serve.add_argument("--max-upload-mb", type=float, default=100.0)
     serve.add_argument("--max-running-per-key", type=int, default=4, help="runs of one key at once")
@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, config: RLMConfig) -> int:
                 profile_rlms(rlm, PROFILES),
                 max_running=args.max_running_per_key,
                 max_queued=args.max_queued_per_key,
+                folder=args.data / "jobs",
             )
             app = create_app(jobs, documents, keys, max_request_bytes=upload_bytes + (1 << 20))
             server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))

@@ -2,12 +2,16 @@
 
 A cancelled job is a cancelled task: the run unwinds as on Ctrl-C, aborting its engine requests and stopping its
 container. Each tenant has a cap on running jobs (the rest wait in its queue) and on queued jobs (then 429).
+Every job is also a JSON file under the server's data folder, rewritten when its status changes, so that results
+outlive a restart, and a job that a crash or `kill -9` cut off reads `interrupted` after it instead of vanishing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +28,8 @@ from fastapi import HTTPException
 from rlm_local.errors import RLMError
 from rlm_local.rlm import RLM
 from rlm_local.server.auth import Tenant
+
+log = logging.getLogger(__name__)
 
 FINISHED = ("done", "failed", "cancelled", "interrupted")
 
@@ -46,6 +52,17 @@ class Job:
         self.events.append(event)
         self.changed.set()
 
+    def record(self) -> dict[str, Any]:
+        """What the data folder keeps of the job: its public view with events, and whose it is."""
+        return {**self.public(with_events=True), "tenant": self.tenant.name, "query": self.query}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Job:
+        job = cls(record["id"], Tenant(record["tenant"]), record["query"], record["model"], record["status"])
+        job.created_at, job.result, job.error = record["created_at"], record["result"], record["error"]
+        job.events = record.get("events", [])
+        return job
+
     def public(self, *, with_events: bool = False) -> dict[str, Any]:
         view = {
             "id": self.id,
@@ -62,13 +79,51 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, rlm: RLM, profiles: dict[str, RLM], *, max_running: int, max_queued: int) -> None:
+    def __init__(
+        self,
+        rlm: RLM,
+        profiles: dict[str, RLM],
+        *,
+        max_running: int,
+        max_queued: int,
+        folder: Path | None = None,
+    ) -> None:
         self.rlm = rlm
         self.profiles = profiles  # model name -> an RLM on the shared engines and sandbox
         self.max_running = max_running
         self.max_queued = max_queued
-        self.jobs: dict[str, Job] = {}
+        self.folder = folder  # one JSON file per job; None keeps jobs in memory only
+        self.jobs: dict[str, Job] = self._load() if folder is not None else {}
         self._gates: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.max_running))
+
+    def _load(self) -> dict[str, Job]:
+        """The jobs of earlier server lives. One still queued or running was cut off by a crash: it is interrupted."""
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        jobs = {}
+        for path in sorted(self.folder.glob("job-*.json")):
+            try:
+                job = Job.from_record(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping the unreadable job file %s: %s", path, exc)
+                continue
+            if job.status not in FINISHED:
+                job.status, job.error = "interrupted", "the server stopped before the job finished"
+                self._save(job)
+            jobs[job.id] = job
+        return jobs
+
+    def _save(self, job: Job) -> None:
+        """Write the job's file whole (a temporary file renamed over it), so that a crash leaves the old or the new."""
+        if self.folder is None:
+            return
+        path = self.folder / f"{job.id}.json"
+        temporary = path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(job.record(), ensure_ascii=False, default=str), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError as exc:  # a full disk must not fail a run: the job stays served from memory
+            log.warning("could not save job %s to %s: %s", job.id, path, exc)
 
     def submit(self, tenant: Tenant, model: str, query: str, context: Any, cleanup: Path | None = None) -> Job:
         if model not in self.profiles:
@@ -78,6 +133,7 @@ class JobManager:
             raise HTTPException(429, f"{waiting} jobs already running or queued for this key")
         job = Job(f"job-{uuid.uuid4().hex[:20]}", tenant, query, model)
         self.jobs[job.id] = job
+        self._save(job)
         job.task = asyncio.create_task(self._run(job, context, cleanup))
         return job
 
@@ -86,6 +142,7 @@ class JobManager:
             async with self._gates[job.tenant.name]:
                 job.status = "running"
                 job.changed.set()
+                self._save(job)
                 result = await self.profiles[job.model].acompletion(
                     job.query, context, run_id=job.id, listeners=[job.emit], cache_salt=job.tenant.cache_salt
                 )
@@ -100,6 +157,7 @@ class JobManager:
             if cleanup is not None:
                 shutil.rmtree(cleanup, ignore_errors=True)
             job.changed.set()
+            self._save(job)
 
     def get(self, tenant: Tenant, job_id: str) -> Job:
         job = self.jobs.get(job_id)
