@@ -30,6 +30,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -316,7 +317,6 @@ def die_with_host(host_pid: int) -> None:
     kernel sends it SIGKILL when the host dies (Linux's parent-death signal), and a host already gone ends it now."""
     with contextlib.suppress(Exception):
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
     if os.getppid() != host_pid:
@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for the socket to appear")
     parser.add_argument("--host-pid", type=int, default=None, help="end with this parent process (no container)")
     args = parser.parse_args(argv)
+    # The host interrupts a cell with SIGINT. A host started with SIGINT ignored (a background job of a script) hands
+    # that on to this process, and every cell timeout would then cost the worker and its variables.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seccomp_filter.install()  # before any model-written code runs; on failure it says so on stderr and we go on
     if args.host_pid is not None:
         die_with_host(args.host_pid)
