@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Tests send SIGINT to the processes they start. A suite started as a script's background job has SIGINT ignored,
+# and every child would inherit that: Python's own handler here makes the children start with the default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SANDBOX_LABEL = "rlm-local.sandbox"
 OWNER_PID = "rlm-local.owner-pid"
