@@ -327,3 +327,19 @@ def test_auto_sandbox_without_docker_refuses_to_run_model_code_on_the_host(monke
     with pytest.raises(SandboxError, match="--sandbox process"):
         make_sandbox(RLMConfig(sandbox="auto"))
     assert make_sandbox(RLMConfig(sandbox="process")).__class__.__name__ == "ProcessSandbox"
+
+
+def test_old_cell_outputs_are_dropped_when_the_conversation_outgrows_the_window():
+    """Eight cells that each print ~600 words into a 3,000-token window: the run goes on to its answer, the oldest
+    outputs give way to a note (the code stays), and the latest output is always shown whole."""
+    cells = [repl(f"print(('word{i} ' * 600) + 'end{i}')") for i in range(8)]
+    engine = ScriptedEngine([*cells, "FINAL(4217)"], max_model_len=3000)
+    result = run(engine, guards=False, output_chars=8000)
+    assert result.answer == "4217" and result.stop_reason == "final" and result.turns == 9
+    last = engine.root_prompts[-1]
+    assert engine.count_tokens(last) <= 3000 - 3000 // 8
+    assert "end7" in last[-1]["content"]  # the newest output, whole
+    dropped = [m for m in last if "output was dropped" in m["content"]]
+    assert len(dropped) >= 5 and all(m["role"] == "user" for m in dropped)
+    assert sum("word7" in m["content"] for m in last if m["role"] == "assistant") == 1  # the code stays
+    assert engine.root_prompts[0][:2] == last[:2]  # the system prompt and the first message are kept

@@ -64,6 +64,12 @@ class Outcome:
     turns: int
 
 
+ELIDED = (
+    "[This cell's output was dropped to keep the conversation within the model's window. The REPL still holds every "
+    "variable: print what you need again.]"
+)
+
+
 class RLMRun:
     """One (sub-)RLM: a query, a context, a REPL, and a conversation with the root model."""
 
@@ -81,6 +87,7 @@ class RLMRun:
         self.config = tree.config
         self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model)
         self.messages: list[dict[str, str]] = []
+        self._first_turn = 0
         self.turn = 0
         self.guards = LoopGuards(self.config.guards, context.type_name, query=query)
         seed = self.config.seed
@@ -111,6 +118,7 @@ class RLMRun:
         opening = self._opening()
         self.guards.learn_examples([m["content"] for m in opening if m["role"] != "system"])
         self.messages = [*opening, {"role": "user", "content": first}]
+        self._first_turn = len(self.messages)  # what comes after: the model's cells and what they printed
         self._check_window()
         session = ReplSession(
             tree.sandbox,
@@ -187,6 +195,7 @@ class RLMRun:
         appended: the turn is re-sampled instead (greedy decoding gives the same reply to the same prompt)."""
         self.tree.budget.check(allow=allow)
         self.turn += 1
+        self._fit_window()
         generation, reply = await self._generate(self.temperature, self.seed)
         meta = self._turn_meta(generation, reply)
         if resample and self.guards.enabled and self.guards.is_retry(reply):
@@ -411,6 +420,21 @@ class RLMRun:
             max_turns=self.config.budgets.max_iterations,
             preview=self.guards.enabled,
         )
+
+    def _fit_window(self) -> None:
+        """A conversation that, with room for a reply, no longer fits the root model's window loses its oldest cell
+        outputs first (replaced by a note; the code stays, and the REPL keeps every variable), never the opening or
+        the last exchange. Without this a long run ended with an error as soon as its outputs filled the window."""
+        engine = self.tree.root_engine
+        if not engine.max_model_len:
+            return
+        limit = engine.max_model_len - min(self.config.root_max_tokens, engine.max_model_len // 8)
+        older = range(self._first_turn, len(self.messages) - 2)
+        outputs = [i for i in older if self.messages[i]["role"] == "user" and self.messages[i]["content"] != ELIDED]
+        for i in outputs:
+            if engine.count_tokens(self.messages) <= limit:
+                return
+            self.messages[i] = {"role": "user", "content": ELIDED}
 
     def _check_window(self) -> None:
         engine = self.tree.root_engine
