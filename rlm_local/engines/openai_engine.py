@@ -104,6 +104,8 @@ class OpenAIEngine(Engine):
         engine.model = str(card["id"])
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
+        if engine.tokenizer is None and card.get("root"):  # vLLM names the folder or hub id it loaded the model from
+            engine.tokenizer = await asyncio.to_thread(load_tokenizer, str(card["root"]))
         return engine
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -203,11 +205,17 @@ class OpenAIEngine(Engine):
             extra["priority"] = request.priority
         if request.cache_salt:
             extra["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
+        max_tokens = options.max_tokens
+        if self.max_model_len:  # as the in-process engine does: a reply gets the room the prompt leaves
+            room = self.max_model_len - self.count_tokens(request.messages)
+            if room < 1:
+                raise PromptTooLong(self.max_model_len - room, self.max_model_len, self.model)
+            max_tokens = min(max_tokens, room)
         started, first_token_s, parts, finish, usage = time.monotonic(), None, [], None, None
         stream = await self.client.chat.completions.create(
             model=self.model,
             messages=request.messages,
-            max_tokens=options.max_tokens,
+            max_tokens=max_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
             seed=options.seed if options.seed is not None else openai.omit,
