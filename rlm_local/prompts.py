@@ -315,9 +315,11 @@ def parameter_billions(model: str) -> float | None:
     return max(sizes) if sizes else None
 
 
-def choose_profile(name: str, model: str) -> Profile:
-    """`auto` picks the small-coder profile for models whose name says they are small, the general one otherwise."""
+def choose_profile(name: str, model: str, source: str = "") -> Profile:
+    """`auto` picks the small-coder profile for models whose name (or, for a served name, the folder or hub id the
+    server loaded) says they are small, the general one otherwise."""
     if name != "auto":
         return PROFILES[name]
-    size = parameter_billions(model.rsplit("/", 1)[-1])
+    sizes = (parameter_billions(n.rstrip("/").rsplit("/", 1)[-1]) for n in (model, source) if n)
+    size = next((s for s in sizes if s is not None), None)
     return PROFILES["small-coder" if size is not None and size < SMALL_MODEL_MAX_BILLIONS else "general"]

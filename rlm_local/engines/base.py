@@ -52,6 +52,7 @@ class Engine(abc.ABC):
 
     name: str = "engine"
     model: str = ""
+    source: str = ""  # the folder or hub id the weights came from, when known (a served name may not say the size)
     max_model_len: int = 0
     max_num_seqs: int = 0
 

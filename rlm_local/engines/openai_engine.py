@@ -104,8 +104,9 @@ class OpenAIEngine(Engine):
         engine.model = str(card["id"])
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
-        if engine.tokenizer is None and card.get("root"):  # vLLM names the folder or hub id it loaded the model from
-            engine.tokenizer = await asyncio.to_thread(load_tokenizer, str(card["root"]))
+        engine.source = str(card.get("root") or "")  # vLLM names the folder or hub id it loaded the model from
+        if engine.tokenizer is None and engine.source:
+            engine.tokenizer = await asyncio.to_thread(load_tokenizer, engine.source)
         return engine
 
     async def list_models(self) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ class RLMRun:
         self.context = context
         self.depth = depth
         self.config = tree.config
-        self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model)
+        self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model, tree.root_engine.source)
         self.messages: list[dict[str, str]] = []
         self._first_turn = 0
         self.turn = 0

@@ -65,7 +65,7 @@ class Scheduler(Engine):
         self.root_engine = PoolHandle(self, "root")
         self.sub_engine = PoolHandle(self, "sub")
         first = self.pools["root"][0].engine
-        self.model = first.model
+        self.model, self.source = first.model, first.source
         self.max_model_len = first.max_model_len
         self.max_num_seqs = sum(s.limits.max_in_flight for s in self.slots)
 
@@ -138,7 +138,7 @@ class PoolHandle(Engine):
         self.pool: Pool = pool
         first = scheduler.pools[pool][0].engine
         self.name = f"{pool}-pool"
-        self.model = first.model
+        self.model, self.source = first.model, first.source
         self.max_model_len = min(s.engine.max_model_len or 0 for s in scheduler.pools[pool]) or first.max_model_len
         self.max_num_seqs = sum(s.limits.max_in_flight for s in scheduler.pools[pool])
 
