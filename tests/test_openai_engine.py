@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from servers import launch_vllm_server, wait_until_serving
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
@@ -206,12 +206,6 @@ def test_token_estimate_and_vllm_metrics_parsing() -> None:
 # ---- a real vLLM server --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PROMPTS = [
     "What is the capital of France? Answer in one word.",
     "Write a Python function that returns the square of a number.",
@@ -226,43 +220,13 @@ async def real_pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     from rlm_local.models import resolve_model
 
     model = resolve_model(None, prepare=False)
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_CPU_OMP_THREADS_BIND": cpus,
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        *("--model", model, "--served-model-name", "qwen-test", "--host", "127.0.0.1", "--port", str(port)),
-        *("--max-model-len", "4096", "--max-num-seqs", "8", "--dtype", "bfloat16", "--seed", "0"),
-        *("--enforce-eager", "--generation-config", "vllm", "--enable-prompt-tokens-details"),
-        *("--scheduling-policy", "priority"),
-    ]
-    log = log_path.open("wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     started = time.monotonic()
+    server, url = launch_vllm_server(model, "qwen-test", log_path)
     local = await VLLMEngine.start(
         EngineConfig(model=model, max_model_len=4096, max_num_seqs=8, cpu_kv_cache_gib=2, enforce_eager=True)
     )
-    url = f"http://127.0.0.1:{port}/v1"
-    async with httpx.AsyncClient() as client:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if (await client.get(f"{url}/models", timeout=2)).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > 600:
-                raise RuntimeError(f"the vLLM server did not answer in 600 s: {log_path.read_text()[-3000:]}")
-            await asyncio.sleep(1)
+    await asyncio.to_thread(wait_until_serving, server, url, log_path)
     print(f"server and in-process engine ready in {time.monotonic() - started:.0f} s")
     remote = await OpenAIEngine.start(
         EngineConfig(
@@ -279,7 +243,6 @@ async def real_pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
-    log.close()
 
 
 @pytest.mark.engine
@@ -371,3 +334,31 @@ async def test_a_killed_server_gives_a_clear_error_mid_run(real_pair) -> None:  
     assert sched.in_flight() == 0
     with pytest.raises(EngineError, match="went away / is not answering"):
         await sched.generate(long)
+
+
+async def test_a_served_name_takes_its_tokenizer_and_size_from_the_card_and_replies_fit_the_window() -> None:
+    """`--model served-name` alone: vLLM's card names the folder it loaded (a catalog model here), so token counts
+    are exact, the small-model prompt is chosen, and a reply is capped at the room the prompt leaves."""
+    from rlm_local.models import resolve_model
+    from rlm_local.prompts import choose_profile
+
+    folder = resolve_model(None, prepare=False)
+    script = Script((200, answer("ok")))
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "qwen-test", "root": folder, "max_model_len": 300}]})
+        return await script(request)
+
+    config = EngineConfig(backend="openai", base_url=URL, model="qwen-test")
+    engine = await OpenAIEngine.start(config, transport=httpx.MockTransport(server))
+    assert engine.model == "qwen-test" and engine.source == folder and engine.tokenizer is not None
+    assert choose_profile("auto", engine.model, engine.source).name == "small-coder"
+    assert choose_profile("auto", engine.model).name == "general"
+    request = chat("word " * 200)
+    request.options.max_tokens = 1024
+    await engine.generate(request)
+    assert script.bodies[0]["max_tokens"] == 300 - engine.count_tokens(request.messages) < 100
+    with pytest.raises(PromptTooLong):
+        await engine.generate(chat("word " * 400))
+    await engine.close()

@@ -15,18 +15,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from openai import OpenAI
+from servers import free_port
 
 from rlm_local.synthetic import needle_task
 
 pytestmark = pytest.mark.engine
 
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef00"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

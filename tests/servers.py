@@ -1,0 +1,57 @@
+"""Real servers for the engine tests: a free port, and `vllm serve` (the OpenAI-compatible server) in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_vllm_server(model: str, served_name: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start the server on the real model (its own session, output to `log_path`); returns at once with its URL."""
+    port = free_port()
+    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": cpus,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *("--model", model, "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)),
+        *("--max-model-len", "4096", "--max-num-seqs", "8", "--dtype", "bfloat16", "--seed", "0"),
+        *("--enforce-eager", "--generation-config", "vllm", "--enable-prompt-tokens-details"),
+        *("--scheduling-policy", "priority"),
+    ]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, log_path: Path, timeout_s: float = 600) -> None:
+    started = time.monotonic()
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the vLLM server did not answer in {timeout_s:.0f} s: {log_path.read_text()[-3000:]}")
+        time.sleep(1)
