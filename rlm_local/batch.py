@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,32 @@ def finished_ids(out: Path) -> set[str]:
     return {json.loads(line)["id"] for line in data.decode("utf-8").splitlines() if line.strip()}
 
 
-class BatchRunner:
-    """Runs jobs on one RLM's engines and sandbox, `concurrency` at a time, appending one line per finished job."""
+JobFunction = Callable[[Job], Awaitable[dict[str, Any]]]
 
-    def __init__(self, rlm: RLM, out: Path, *, concurrency: int = 4, console: Console | None = None) -> None:
-        self.rlm = rlm
+
+async def run_job(rlm: RLM, job: Job) -> dict[str, Any]:
+    """One job's result line on `rlm`'s engines and sandbox. A bad job is a failed result, not the end of the batch."""
+    started = time.monotonic()
+    record: dict[str, Any] = {"id": job.id}
+    try:
+        if job.options:
+            config = rlm.config.with_overrides(job.options)
+            rlm = RLM(config, root_engine=rlm.root_engine, sub_engine=rlm.sub_engine, sandbox=rlm.sandbox)
+        context: Any = job.context if job.context is not None else Path(job.context_path or "")
+        result = await rlm.acompletion(job.query, context, run_id=f"batch-{job.id}")
+        record.update(result.summary())
+    except (RLMError, ValidationError) as exc:
+        record.update(answer=None, stop_reason="error", stop_detail=str(exc).splitlines()[0][:500])
+    record["seconds"] = round(time.monotonic() - started, 2)
+    return record
+
+
+class BatchRunner:
+    """Runs jobs `concurrency` at a time through `run` (one RLM here, or workers on a Ray cluster), appending one line
+    per finished job to OUT."""
+
+    def __init__(self, run: JobFunction, out: Path, *, concurrency: int = 4, console: Console | None = None) -> None:
+        self.run_one = run
         self.out = out
         self.concurrency = concurrency
         self.console = console or Console(stderr=True)
@@ -95,7 +117,6 @@ class BatchRunner:
         self._totals: Counter[str] = Counter()  # for the progress line, kept as jobs finish (not re-summed)
 
     async def run(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        await self.rlm.start()
         done = finished_ids(self.out)
         todo = [job for job in jobs if job.id not in done]
         if done:
@@ -116,7 +137,7 @@ class BatchRunner:
 
             async def one(job: Job) -> None:
                 async with gate:
-                    record = await self._run_one(job)
+                    record = await self.run_one(job)
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 sink.flush()
                 os.fsync(sink.fileno())
@@ -127,22 +148,6 @@ class BatchRunner:
 
             await asyncio.gather(*(one(job) for job in todo))
         return self.results
-
-    async def _run_one(self, job: Job) -> dict[str, Any]:
-        started = time.monotonic()
-        record: dict[str, Any] = {"id": job.id}
-        try:
-            rlm = self.rlm
-            if job.options:
-                config = self.rlm.config.with_overrides(job.options)
-                rlm = RLM(config, root_engine=rlm.root_engine, sub_engine=rlm.sub_engine, sandbox=rlm.sandbox)
-            context: Any = job.context if job.context is not None else Path(job.context_path or "")
-            result = await rlm.acompletion(job.query, context, run_id=f"batch-{job.id}")
-            record.update(result.summary())
-        except (RLMError, ValidationError) as exc:  # a bad job is a failed result, not the end of the batch
-            record.update(answer=None, stop_reason="error", stop_detail=str(exc).splitlines()[0][:500])
-        record["seconds"] = round(time.monotonic() - started, 2)
-        return record
 
     def _status(self, elapsed_s: float) -> str:
         totals = self._totals

@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", help="run many jobs (a JSONL file) on warm engines; a rerun resumes")
     batch.add_argument("jobs", type=Path, help='JSONL: {"id", "query", "context" or "context_path", "options"}')
     batch.add_argument("out", type=Path, help="JSONL of results, one line per finished job (appended)")
-    batch.add_argument("--concurrency", type=int, default=4, help="jobs running at once")
+    batch.add_argument("--concurrency", type=int, default=4, help="jobs running at once (with --ray: on each worker)")
+    batch.add_argument(
+        "--ray", metavar="ADDRESS", default=None, help='spread the jobs over a Ray cluster ("auto", host:port, "local")'
+    )
+    batch.add_argument("--ray-workers", type=int, default=None, help="Ray workers (default: one per alive node)")
     add_config_options(batch)
 
     from rlm_local.server.command import add_parser as add_serve_parser
@@ -268,8 +272,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     import asyncio
+    from functools import partial
 
-    from rlm_local.batch import BatchRunner, load_jobs, summary
+    from rlm_local.batch import BatchRunner, load_jobs, run_job, summary
     from rlm_local.rlm import RLM
 
     if args.concurrency < 1:
@@ -279,11 +284,24 @@ def cmd_batch(args: argparse.Namespace) -> int:
     check_models(config)
     started = time.monotonic()
 
-    async def go() -> list[dict[str, Any]]:
+    async def here() -> list[dict[str, Any]]:
         async with RLM(config) as rlm:
-            return await BatchRunner(rlm, args.out, concurrency=args.concurrency).run(jobs)
+            return await BatchRunner(partial(run_job, rlm), args.out, concurrency=args.concurrency).run(jobs)
 
-    results = asyncio.run(go())
+    async def on_ray(workers: Any) -> list[dict[str, Any]]:
+        try:
+            await workers.start()
+            concurrency = args.concurrency * len(workers.actors)
+            return await BatchRunner(workers.run, args.out, concurrency=concurrency).run(jobs)
+        finally:
+            await workers.close()
+
+    if args.ray is None:
+        results = asyncio.run(here())
+    else:
+        from rlm_local.batch_ray import RayWorkers
+
+        results = asyncio.run(on_ray(RayWorkers.connect(config, args.ray, args.ray_workers)))
     print(summary(results, len(jobs), time.monotonic() - started))
     return 0
 

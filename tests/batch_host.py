@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from functools import partial
 from pathlib import Path
 
 from fakes import ScriptedEngine, repl
 
-from rlm_local.batch import BatchRunner, load_jobs
+from rlm_local.batch import BatchRunner, load_jobs, run_job
 from rlm_local.config import RLMConfig
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
@@ -25,7 +26,7 @@ async def main(jobs_path: Path, out: Path) -> None:
     config = RLMConfig(sandbox="process", mode="code", guards=False)
     engine = ScriptedEngine(answer, delay_s=0.01)
     async with RLM(config, root_engine=engine, sandbox=ProcessSandbox()) as rlm:
-        await BatchRunner(rlm, out, concurrency=8).run(load_jobs(jobs_path))
+        await BatchRunner(partial(run_job, rlm), out, concurrency=8).run(load_jobs(jobs_path))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -81,3 +82,44 @@ def test_a_batch_killed_halfway_resumes_with_no_job_lost_or_written_twice(tmp_pa
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(f"job-{i}" for i in range(200))  # each once
     assert all(r["answer"] == r["id"].removeprefix("job-") for r in records)
+
+
+class FakeActor:
+    """A Ray actor handle's shape (`actor.run.remote(job)` is awaitable) for the driver's failover logic."""
+
+    def __init__(self, name: str, dies_after: int | None = None) -> None:
+        self.name, self.dies_after, self.ran = name, dies_after, 0
+        self.run = self
+        self.start = self
+
+    def remote(self, job: dict | None = None) -> object:
+        from ray.exceptions import RayActorError
+
+        async def reply() -> dict:
+            await asyncio.sleep(0.01)
+            if self.dies_after is not None and self.ran >= self.dies_after:
+                raise RayActorError()
+            self.ran += 1
+            return {"id": job["id"], "answer": self.name}
+
+        return reply()
+
+
+async def test_a_ray_workers_lost_jobs_go_to_another_worker_and_none_left_is_a_failed_result() -> None:
+    from rlm_local.batch import Job
+    from rlm_local.batch_ray import RayWorkers
+
+    workers = RayWorkers([FakeActor("a", dies_after=2), FakeActor("b")])
+    jobs = [Job(id=f"j{i}", query="q", context="c") for i in range(8)]
+    results = await asyncio.gather(*(workers.run(job) for job in jobs))
+    assert [r["id"] for r in results] == [job.id for job in jobs]
+    assert all(r["answer"] in ("a", "b") for r in results) and workers.alive == [False, True]
+    assert sum(r["answer"] == "a" for r in results) == 2  # what "a" finished before it died stands
+
+    alone = RayWorkers([FakeActor("c", dies_after=0)])
+    assert await alone.run(jobs[0]) == {
+        "id": "j0",
+        "answer": None,
+        "stop_reason": "error",
+        "stop_detail": "every Ray worker is lost",
+    }
