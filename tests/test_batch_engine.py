@@ -1,4 +1,5 @@
-"""`rlm-local batch` on the real engine and Docker sandbox: killed with SIGKILL mid-batch, rerun, every job once."""
+"""`rlm-local batch` on the real engine and Docker sandbox: 20 jobs, killed with SIGKILL mid-batch, rerun: every job
+once, each with its own answer."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
-    tasks = [needle_task(seed, chars=12_000) for seed in range(6)]
+    tasks = [needle_task(seed, chars=2_000) for seed in range(20)]
     jobs = tmp_path / "jobs.jsonl"
     for i, task in enumerate(tasks):
         (tmp_path / f"doc-{i}.txt").write_text(task.context)
@@ -28,11 +29,11 @@ def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
         )
     )
     out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "rlm_local.cli", "batch", str(jobs), str(out), "--concurrency", "1"]
+    command = [sys.executable, "-m", "rlm_local.cli", "batch", str(jobs), str(out), "--concurrency", "4"]
     command += ["--sandbox", "docker", "--max-model-len", "4096"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 400
-    while not (out.exists() and out.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+    while not (out.exists() and out.read_text().count("\n") >= 3) and time.monotonic() < deadline:
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)  # the CLI and its engine processes, as a crash would
@@ -45,7 +46,7 @@ def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert len(records) == len(tasks) == out.read_text().count("\n")  # every job once
     right = [i for i, t in enumerate(tasks) if t.answer in (records[f"doc-{i}"]["answer"] or "")]
-    assert len(right) >= 2, records  # the 0.5B model finds most needles
+    assert len(right) >= len(tasks) // 2, records  # the 0.5B model finds most needles
     for i, task in enumerate(tasks):  # and no result holds another job's needle
         others = [records[f"doc-{j}"]["answer"] or "" for j in range(len(tasks)) if j != i]
         assert not any(task.answer in answer for answer in others)
