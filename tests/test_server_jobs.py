@@ -1,5 +1,5 @@
 """Server jobs kept on disk: a finished job's result outlives a restart, and one cut off by a crash reads
-`interrupted` afterwards instead of vanishing (scripted LM, process sandbox: the server's engine tests cover the rest)."""
+`interrupted` afterwards instead of vanishing (scripted LM; the server's engine tests cover the rest)."""
 
 from __future__ import annotations
 

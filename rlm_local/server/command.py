@@ -29,7 +29,10 @@ def add_parser(
     serve.add_argument("--api-keys", type=Path, default=None, help="file of 'TENANT KEY' lines (or RLM_LOCAL_API_KEYS)")
     serve.add_argument("--no-auth", action="store_true", help="one tenant, no keys: only on a loopback host")
     serve.add_argument(
-        "--data", type=Path, default=Path.home() / ".local" / "share" / "rlm-local" / "server", help="uploaded documents and job records"
+        "--data",
+        type=Path,
+        default=Path.home() / ".local" / "share" / "rlm-local" / "server",
+        help="uploaded documents and job records",
     )
     serve.add_argument("--max-upload-mb", type=float, default=100.0)
     serve.add_argument("--max-running-per-key", type=int, default=4, help="runs of one key at once")
