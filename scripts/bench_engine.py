@@ -1,0 +1,200 @@
+"""Engine speed on this machine: prefill and decode tokens/s of the embedded vLLM engine under each CPU set-up
+(memory allocator and OpenMP runtime preloaded or not), and of llama.cpp on the same model's GGUF when
+`llama-cpp-python` is installed and `--gguf` names the file.
+
+Preloads only act when a process starts, so each set-up runs in its own child process; this process prints one table
+with every figure as a ratio against the first set-up. Engine logs go to a file; stdout carries only results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import rlm_local  # noqa: F401
+except ImportError:  # a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DECODE_PROMPT = "Write the numbers from {start} to {end}, separated by commas, and nothing else."
+
+
+def preload_candidates() -> dict[str, str]:
+    """The libraries vLLM's CPU guide asks to preload, where this machine has them."""
+    found = {}
+    for name, patterns in {
+        "tcmalloc": ["/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib/*/libtcmalloc.so.4"],
+        "iomp": [f"{sys.prefix}/lib/libiomp5.so"],
+    }.items():
+        paths = sorted(p for pattern in patterns for p in glob.glob(pattern))
+        if paths:
+            found[name] = paths[0]
+    return found
+
+
+def setups() -> dict[str, dict[str, str]]:
+    """glibc malloc (what the engine had before), the engine's default (tcmalloc when installed), and Intel OpenMP on
+    top (vLLM's guide asks for both)."""
+    libs = preload_candidates()
+    table: dict[str, dict[str, str]] = {"vllm, glibc malloc": {"RLM_LOCAL_NO_TCMALLOC": "1"}}
+    if "tcmalloc" in libs:
+        table["vllm, tcmalloc (default)"] = {}
+    if {"tcmalloc", "iomp"} <= libs.keys():
+        table["vllm, tcmalloc + Intel OpenMP"] = {"LD_PRELOAD": f"{libs['tcmalloc']}:{libs['iomp']}"}
+    return table
+
+
+def filler(tokenizer, tokens: int, salt: int) -> str:
+    """A prompt of exactly `tokens` tokens of plain prose; the salt makes every prompt new to the prefix cache."""
+    from rlm_local.synthetic import needle_task
+
+    text = f"[{salt}] " + needle_task(salt, chars=tokens * 6).context
+    ids = tokenizer.encode(text, add_special_tokens=False)[:tokens]
+    return tokenizer.decode(ids)
+
+
+async def measure_vllm(args: argparse.Namespace) -> dict[str, float]:
+    from rlm_local.config import EngineConfig
+    from rlm_local.engines.base import GenerationRequest, SamplingOptions
+    from rlm_local.engines.vllm_engine import VLLMEngine
+
+    window = max(args.prefill) + 256
+    config = EngineConfig(
+        model=args.model, max_model_len=window, max_num_seqs=max(args.decode), cpu_kv_cache_gib=3, log_file=args.log
+    )
+    engine = await VLLMEngine.start(config)
+    figures: dict[str, float] = {}
+
+    def request(text: str, max_tokens: int) -> GenerationRequest:
+        messages = [{"role": "user", "content": text}]
+        return GenerationRequest(messages=messages, options=SamplingOptions(max_tokens=max_tokens, temperature=0.0))
+
+    try:
+        await engine.generate(request("Say hello.", 8))  # warm-up
+        for salt, size in enumerate(args.prefill):
+            started = time.perf_counter()
+            done = await engine.generate(request(filler(engine._tokenizer, size, salt), 1))
+            figures[f"prefill {size // 1024}K tok/s"] = done.prompt_tokens / (time.perf_counter() - started)
+        for batch in args.decode:
+            prompts = [DECODE_PROMPT.format(start=100 * i + batch, end=100 * i + batch + 300) for i in range(batch)]
+            started = time.perf_counter()
+            results = await asyncio.gather(*(engine.generate(request(p, args.decode_tokens)) for p in prompts))
+            elapsed = time.perf_counter() - started
+            figures[f"decode b{batch} tok/s"] = sum(r.completion_tokens for r in results) / elapsed
+    finally:
+        await engine.close()
+    return figures
+
+
+def measure_llama_cpp(args: argparse.Namespace) -> dict[str, float]:
+    """llama.cpp in this process, same threads. Its Python API runs one sequence at a time: batch B is B in a row."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(args.gguf), n_ctx=max(args.prefill) + 256, n_threads=os.cpu_count(), verbose=False)
+    tokenizer = _Tokens(llm)
+    figures: dict[str, float] = {}
+    llm.create_chat_completion([{"role": "user", "content": "Say hello."}], max_tokens=8)  # warm-up
+    for salt, size in enumerate(args.prefill):
+        llm.reset()
+        tokens = llm.tokenize(filler(tokenizer, size, salt).encode(), add_bos=True)
+        started = time.perf_counter()
+        llm.eval(tokens)
+        figures[f"prefill {size // 1024}K tok/s"] = len(tokens) / (time.perf_counter() - started)
+    for batch in args.decode:
+        started, generated = time.perf_counter(), 0
+        for i in range(batch):
+            prompt = DECODE_PROMPT.format(start=100 * i + batch, end=100 * i + batch + 300)
+            reply = llm.create_chat_completion(
+                [{"role": "user", "content": prompt}], max_tokens=args.decode_tokens, temperature=0.0
+            )
+            generated += reply["usage"]["completion_tokens"]
+        figures[f"decode b{batch} tok/s"] = generated / (time.perf_counter() - started)
+    return figures
+
+
+class _Tokens:
+    """llama.cpp's tokenizer with the two calls `filler` makes."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=add_special_tokens)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids).decode(errors="ignore")
+
+
+def child(args: argparse.Namespace) -> None:
+    figures = measure_llama_cpp(args) if args.child == "llama.cpp" else asyncio.run(measure_vllm(args))
+    print(json.dumps(figures))
+
+
+def run_child(name: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> dict[str, float] | str:
+    command = [sys.executable, __file__, "--child", name, "--log", str(log), "--decode-tokens", str(args.decode_tokens)]
+    command += ["--prefill", ",".join(map(str, args.prefill)), "--decode", ",".join(map(str, args.decode))]
+    if args.model:
+        command += ["--model", args.model]
+    if args.gguf:
+        command += ["--gguf", str(args.gguf)]
+    with log.open("a") as sink:
+        done = subprocess.run(command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=sink, text=True)
+    if done.returncode != 0:
+        return f"failed (exit {done.returncode}; see {log})"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="catalog alias or folder (default: the default model)")
+    parser.add_argument("--gguf", type=Path, default=None, help="the same model as GGUF, for llama.cpp")
+    parser.add_argument("--prefill", default="1024,4096,16384", help="prompt sizes in tokens")
+    parser.add_argument("--decode", default="1,8,32", help="decode batch sizes")
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, default=None, help="engine log (default: a temporary file)")
+    args = parser.parse_args()
+    args.prefill = [int(x) for x in str(args.prefill).split(",")]
+    args.decode = [int(x) for x in str(args.decode).split(",")]
+    if args.child:
+        child(args)
+        return 0
+    log = args.log or Path(tempfile.mkstemp(prefix="bench-engine-", suffix=".log")[1])
+    runs: dict[str, dict[str, float] | str] = {}
+    for name, env in setups().items():
+        runs[name] = run_child(name, env, args, log)
+    try:
+        import llama_cpp  # noqa: F401
+
+        runs["llama.cpp"] = run_child("llama.cpp", {}, args, log) if args.gguf else "not measured: no --gguf given"
+    except ImportError:
+        runs["llama.cpp"] = "not measured: llama-cpp-python is not installed"
+    print_table(runs, args)
+    print(f"(engine logs: {log})")
+    return 0
+
+
+def print_table(runs: dict[str, dict[str, float] | str], args: argparse.Namespace) -> None:
+    baseline = next((r for r in runs.values() if isinstance(r, dict)), None)
+    print(f"engine speed, {os.cpu_count()} CPUs, model {args.model or 'default'}; tokens/s (ratio to the first row)")
+    columns = list(baseline) if baseline else []
+    print("| set-up | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, figures in runs.items():
+        if isinstance(figures, str):
+            print(f"| {name} | {figures} |")
+            continue
+        cells = [f"{figures[c]:,.1f} ({figures[c] / baseline[c]:.2f}x)" for c in columns if c in figures]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
