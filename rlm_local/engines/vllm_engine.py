@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import glob
 import itertools
 import logging
 import os
@@ -66,6 +67,19 @@ def prepare_cpu_environment(config: EngineConfig) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    preload_tcmalloc()
+
+
+def preload_tcmalloc() -> None:
+    """vLLM's CPU guide asks for tcmalloc in LD_PRELOAD; the engine processes start after this, so they load it.
+    Measured (scripts/bench_engine.py, 0.5B, 2 cores): prefill 1.1-2.1x faster, decode the same. Intel OpenMP on top
+    measured no better, so it is left out. A user's LD_PRELOAD that already names tcmalloc wins."""
+    current = os.environ.get("LD_PRELOAD", "")
+    if "libtcmalloc" in current or os.environ.get("RLM_LOCAL_NO_TCMALLOC"):
+        return
+    found = sorted(glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4") + glob.glob("/usr/lib64/libtcmalloc_minimal.so.4"))
+    if found:
+        os.environ["LD_PRELOAD"] = ":".join(filter(None, [found[0], current]))
 
 
 class VLLMEngine(Engine):
