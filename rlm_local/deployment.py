@@ -243,9 +243,10 @@ def check_memory_split(deployment: Deployment) -> None:
 # ---- starting ----------------------------------------------------------------------------------------------------
 
 
-async def build_engines(deployment: Deployment) -> Scheduler:
+async def build_engines(deployment: Deployment, *, log_file: Path | None = None) -> Scheduler:
     """Start every replica and return a scheduler owning them: hand `scheduler.root_engine` and
-    `scheduler.sub_engine` to the run loop, and `await scheduler.close()` at the end.
+    `scheduler.sub_engine` to the run loop, and `await scheduler.close()` at the end. In-process engines log to
+    `log_file` (None: the terminal).
 
     In-process engines start one after the other (each measures free memory when it starts); remote ones are probed
     together. A failure closes what was started and raises.
@@ -272,6 +273,7 @@ async def build_engines(deployment: Deployment) -> Scheduler:
                 started[spec.name] = []
                 for i, config in enumerate(configs):
                     gpu = spec.gpus[i] if spec.gpus else None
+                    config.log_file = config.log_file or log_file
                     started[spec.name].append(await _start_in_process(config, gpu))
             for engine, name in zip(started[spec.name], names, strict=True):
                 engine.name = name

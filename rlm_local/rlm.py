@@ -106,7 +106,7 @@ class RLM:
         if self.config.deployment is not None:
             from rlm_local.deployment import build_engines, load_deployment
 
-            return await build_engines(load_deployment(self.config.deployment))
+            return await build_engines(load_deployment(self.config.deployment), log_file=self.config.root.log_file)
         root = await start_engine(self.config.root)
         try:
             sub = await start_engine(self.config.sub) if self.config.sub is not None else root

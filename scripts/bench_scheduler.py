@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlm_local.deployment import Deployment, EngineSpec, ModelSpec, build_engines, load_deployment
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
+from rlm_local.engines.engine_log import new_log_path
 from rlm_local.metrics import percentile
 from rlm_local.scheduler import Scheduler, is_root_class
 
@@ -147,7 +148,9 @@ def fmt(value: float | None, unit: str = "s") -> str:
 async def main(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.deployment) if args.deployment else one_engine(args)
     started = time.monotonic()
-    sched = await build_engines(deployment)
+    log_file = new_log_path()
+    print(f"(engine logs: {log_file})", file=sys.stderr)
+    sched = await build_engines(deployment, log_file=log_file)
     print(f"engines ready in {time.monotonic() - started:.0f} s: " + ", ".join(s.name for s in sched.slots), flush=True)
     for slot in sched.slots:
         lim = slot.limits

@@ -21,6 +21,7 @@ except ImportError:  # a checkout without the package installed
 
 from rlm_local.config import Budgets, EngineConfig, RLMConfig
 from rlm_local.context import prepare_context
+from rlm_local.engines.engine_log import new_log_path
 from rlm_local.engines.vllm_engine import VLLMEngine
 from rlm_local.parsing import extract_code_blocks
 from rlm_local.prompts import FIRST_USER
@@ -92,7 +93,11 @@ async def root_cache_share(engine: VLLMEngine, turns: int = 5) -> tuple[list[tup
 
 
 async def main(args: argparse.Namespace) -> int:
-    engine = await VLLMEngine.start(EngineConfig(model=args.model, max_model_len=8192, cpu_kv_cache_gib=2))
+    log_file = new_log_path()  # the engine's logs; stdout carries only the results
+    print(f"(engine logs: {log_file})", file=sys.stderr)
+    engine = await VLLMEngine.start(
+        EngineConfig(model=args.model, max_model_len=8192, cpu_kv_cache_gib=2, log_file=log_file)
+    )
     try:
         await time_subcalls(engine, 2, 4)  # warm-up
         sequential, batched = await time_subcalls(engine, args.prompts, args.max_tokens)

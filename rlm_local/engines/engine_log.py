@@ -50,6 +50,8 @@ def engine_output_to(path: Path | None) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    # vLLM logs to stdout by default, in this process and in the engine processes it starts: stderr, and so the file.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     with open(path, "a", buffering=1) as log_file:
         sys.stderr.flush()
         saved = os.dup(2)
