@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
-from rlm_local.engines.token_count import estimate_tokens, load_tokenizer
+from rlm_local.engines.token_count import estimate_tokens, load_tokenizer, most_tokens
 from rlm_local.errors import ConfigError, EngineError, PromptTooLong
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,9 @@ class OpenAIEngine(Engine):
         if request.cache_salt:
             extra["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
         max_tokens = options.max_tokens
-        if self.max_model_len:  # as the in-process engine does: a reply gets the room the prompt leaves
+        # As the in-process engine does: a reply gets the room the prompt leaves. Counted only where the prompt could
+        # take that room: most requests (sub-calls) are far below the window, and an exact count tokenizes it all.
+        if self.max_model_len and most_tokens(request.messages) + max_tokens > self.max_model_len:
             room = self.max_model_len - self.count_tokens(request.messages)
             if room < 1:
                 raise PromptTooLong(self.max_model_len - room, self.max_model_len, self.model)

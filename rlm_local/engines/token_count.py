@@ -18,6 +18,12 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m.get("content") or "") // CHARS_PER_TOKEN + 4 for m in messages) + 2
 
 
+def most_tokens(messages: list[dict[str, str]]) -> int:
+    """An upper bound no tokenizer exceeds (a token covers at least one UTF-8 byte; 16 tokens of template per
+    message): below a window it spares an exact count, which renders and tokenizes the whole conversation."""
+    return sum(len((m.get("content") or "").encode()) + 16 for m in messages) + 16
+
+
 def load_tokenizer(spec: str | None) -> Any | None:
     """A Hugging Face tokenizer from a local folder or a prepared catalog model; None (estimates) otherwise."""
     path = Path(spec).expanduser() if spec else None

@@ -17,6 +17,7 @@ from rlm_local.budget import BudgetExceeded, RunBudget, StopReason
 from rlm_local.config import RLMConfig
 from rlm_local.context import PreparedContext, prepare_context
 from rlm_local.engines.base import Engine, Generation, GenerationRequest, SamplingOptions
+from rlm_local.engines.token_count import most_tokens
 from rlm_local.errors import ModelError, PromptTooLong, RLMError
 from rlm_local.parsing import FinalAnswer, extract_code_blocks, find_final, outside_code, strip_think
 from rlm_local.repl.sandbox import Sandbox
@@ -429,6 +430,8 @@ class RLMRun:
         if not engine.max_model_len:
             return
         limit = engine.max_model_len - min(self.config.root_max_tokens, engine.max_model_len // 8)
+        if most_tokens(self.messages) <= limit:
+            return  # surely fits: no need to tokenize the whole conversation on every turn
         older = range(self._first_turn, len(self.messages) - 2)
         outputs = [i for i in older if self.messages[i]["role"] == "user" and self.messages[i]["content"] != ELIDED]
         for i in outputs:
