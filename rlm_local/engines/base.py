@@ -21,6 +21,7 @@ class SamplingOptions:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] | None = None
+    top_logprobs: int = 0  # > 0: the first generated token's most likely alternatives come back (for scoring)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Generation:
     queue_s: float = 0.0  # time waiting for admission before the engine saw the request
     first_token_s: float | None = None
     engine: str = ""
+    first_token_logprobs: dict[str, float] = field(default_factory=dict)  # token text -> log-probability
 
 
 class Engine(abc.ABC):

@@ -215,6 +215,7 @@ class OpenAIEngine(Engine):
                 raise PromptTooLong(self.max_model_len - room, self.max_model_len, self.model)
             max_tokens = min(max_tokens, room)
         started, first_token_s, parts, finish, usage = time.monotonic(), None, [], None, None
+        first_logprobs: dict[str, float] = {}
         stream = await self.client.chat.completions.create(
             model=self.model,
             messages=request.messages,
@@ -223,6 +224,8 @@ class OpenAIEngine(Engine):
             top_p=options.top_p,
             seed=options.seed if options.seed is not None else openai.omit,
             stop=options.stop or openai.omit,
+            logprobs=True if options.top_logprobs else openai.omit,
+            top_logprobs=options.top_logprobs or openai.omit,
             stream=True,
             stream_options={"include_usage": True},
             extra_body=extra or None,
@@ -230,6 +233,8 @@ class OpenAIEngine(Engine):
         async with stream:
             async for chunk in stream:
                 for choice in chunk.choices:
+                    if options.top_logprobs and not first_logprobs and choice.logprobs and choice.logprobs.content:
+                        first_logprobs = {t.token: t.logprob for t in choice.logprobs.content[0].top_logprobs}
                     if choice.delta.content:
                         first_token_s = first_token_s or time.monotonic() - started
                         parts.append(choice.delta.content)
@@ -245,6 +250,7 @@ class OpenAIEngine(Engine):
             latency_s=time.monotonic() - started,
             first_token_s=first_token_s,
             engine=self.name,
+            first_token_logprobs=first_logprobs,
         )
 
     def _failure(self, exc: Exception, request: GenerationRequest | None = None) -> Exception:

@@ -162,6 +162,7 @@ class VLLMEngine(Engine):
             top_p=options.top_p,
             seed=options.seed if self.per_request_seeds or options.temperature == 0 else None,
             stop=options.stop,
+            logprobs=options.top_logprobs or None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         request_id = f"{request.run_id or 'anon'}-{request.kind}-{next(self._ids)}"
@@ -205,6 +206,7 @@ class VLLMEngine(Engine):
             queue_s=engine_queue_s,
             first_token_s=first_token_s,
             engine=self.name,
+            first_token_logprobs=_first_token_logprobs(completion.logprobs),
         )
 
     async def abort_run(self, run_id: str) -> int:
@@ -240,6 +242,17 @@ def _request_timing(output: Any) -> tuple[float, float | None]:
     queued, scheduled = getattr(stats, "queued_ts", 0.0), getattr(stats, "scheduled_ts", 0.0)
     ttft = getattr(stats, "first_token_latency", 0.0) or None
     return (max(0.0, scheduled - queued) if queued and scheduled else 0.0), ttft
+
+
+def _first_token_logprobs(logprobs: Any) -> dict[str, float]:
+    """vLLM's per-position {token id: Logprob} for the first generated token, as {token text: log-probability}."""
+    if not logprobs:
+        return {}
+    found: dict[str, float] = {}
+    for entry in logprobs[0].values():
+        text = entry.decoded_token or ""
+        found[text] = max(found.get(text, float("-inf")), entry.logprob)
+    return found
 
 
 def _prompt(tokens_prompt: Any, prompt_ids: list[int], cache_salt: str | None) -> Any:
