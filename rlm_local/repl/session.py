@@ -22,9 +22,9 @@ from rlm_local.repl.framing import ProtocolError, read_frame, write_frame
 from rlm_local.repl.sandbox import CONTEXT_NAME, SOCKET_NAME, Sandbox, WorkerSlot
 
 SubcallHandler = Callable[[str, list[str], dict[str, Any]], Awaitable[list[str]]]
-"""(kind, prompts, options) -> one answer per prompt; kind is 'llm_query' or 'rlm_query'."""
+"""(kind, prompts, options) -> one answer per prompt; kind is 'llm_query', 'llm_choose' or 'rlm_query'."""
 
-SUBCALL_KINDS = ("llm_query", "rlm_query")
+SUBCALL_KINDS = ("llm_query", "llm_choose", "rlm_query")
 MAX_PROMPTS_PER_SUBCALL = 4096
 
 

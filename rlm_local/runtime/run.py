@@ -7,6 +7,7 @@ and the engine's prefix cache serves it. All limits live in `RunBudget`, on the 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from rlm_local.parsing import FinalAnswer, extract_code_blocks, find_final, outs
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession
 from rlm_local.runtime import guards
+from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.guards import LoopGuards
 from rlm_local.runtime.structured import run_structured
 from rlm_local.runtime.usage import Usage
@@ -34,6 +36,7 @@ PREVIEW_CHARS = 500
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = re.compile(r"\d")
 _BARE_NUMBER = re.compile(r"-?[\d][\d.,]*")
+MAX_CHOICES = 26  # llm_choose: a label set, not a vocabulary
 STUCK_TURNS = 2  # in `auto` mode, after this many turns stuck on a repeat the structured program takes over
 
 
@@ -457,6 +460,9 @@ class RLMRun:
         granted = min(budget.take_subcalls(max(1, len(prompt_list))), len(prompt_list))
         if kind == "rlm_query" and self.depth + 1 < self.config.budgets.max_depth:
             calls = [self._sub_rlm(p, options.get("context")) for p in prompt_list[:granted]]
+        elif kind == "llm_choose":
+            choices = [str(c) for c in options.get("choices", [])][:MAX_CHOICES]
+            calls = [self._choose_call(p, choices) for p in prompt_list[:granted]]
         else:
             calls = [self._llm_call(p, options, kind) for p in prompt_list[:granted]]
         results = await asyncio.gather(*calls, return_exceptions=True)
@@ -469,15 +475,31 @@ class RLMRun:
         self.tree.budget.take_subcalls(1)
         return await self._llm_call(prompt, {"max_tokens": max_tokens}, "plan")
 
+    async def _choose_call(self, prompt: str, choices: list[str]) -> str:
+        """One `llm_choose` prompt: a one-token reply whose log-probabilities give each choice's probability (a
+        JSON list, one per choice)."""
+        if not choices:
+            return "Error: llm_choose needs a list of choices"
+        options = SamplingOptions(max_tokens=1, temperature=0.0, top_logprobs=TOP_LOGPROBS)
+        return await self._sub_call(prompt, options, "llm_choose", choices)
+
     async def _llm_call(self, prompt: str, options: dict[str, Any], kind: str) -> str:
-        tree = self.tree
-        tree.budget.check(allow="max_subcalls")
         ceiling = self.config.sub_max_tokens * 4
         max_tokens = _int_option(options, "max_tokens", self.config.sub_max_tokens, 1, ceiling)
         temperature = _float_option(options, "temperature", self.config.temperature, 0.0, 2.0)
+        sampling = SamplingOptions(max_tokens=max_tokens, temperature=temperature, seed=self.config.seed)
+        return await self._sub_call(prompt, sampling, kind)
+
+    async def _sub_call(
+        self, prompt: str, sampling: SamplingOptions, kind: str, choices: list[str] | None = None
+    ) -> str:
+        """One sub-model request, charged and recorded. The reply is the model's text, or with `choices` the
+        probabilities of each; a prompt too long for the window comes back as an error string for the model's code."""
+        tree = self.tree
+        tree.budget.check(allow="max_subcalls")
         request = GenerationRequest(
             messages=[{"role": "user", "content": prompt}],
-            options=SamplingOptions(max_tokens=max_tokens, temperature=temperature, seed=self.config.seed),
+            options=sampling,
             kind="sub",
             run_id=tree.run_id,
             depth=self.depth + 1,
@@ -497,6 +519,14 @@ class RLMRun:
             )
         tree.budget.charge(generation.prompt_tokens + generation.completion_tokens)
         tree.usage.add("sub", generation)
+        preview = generation.text
+        if choices:
+            probabilities = [
+                round(p, 4) for p in choice_probabilities(generation.first_token_logprobs, choices, preview)
+            ]
+            reply, preview = json.dumps(probabilities), json.dumps(dict(zip(choices, probabilities, strict=True)))
+        else:
+            reply = strip_think(preview)
         tree.trajectory.emit(
             "subcall",
             **event,
@@ -506,9 +536,9 @@ class RLMRun:
             latency_s=round(generation.latency_s, 4),
             queue_s=round(generation.queue_s, 4),
             prompt_preview=prompt[:200],
-            response_preview=generation.text[:PREVIEW_CHARS],
+            response_preview=preview[:PREVIEW_CHARS],
         )
-        return strip_think(generation.text)
+        return reply
 
     async def _sub_rlm(self, query: str, context: Any) -> str:
         tree = self.tree
