@@ -22,11 +22,15 @@ In the REPL you have:
 characters including your instructions), so give it one chunk of the context at a time, with a precise question.
 - `llm_query_batched(prompts: list[str]) -> list[str]`: many independent sub-model calls at once, run in parallel. \
 Much faster than calling `llm_query` in a loop: use it whenever you have several chunks.
+- `llm_choose(prompts: list[str], choices: list[str]) -> list[dict[str, float]]`: for each prompt, the sub-model's \
+probability of each choice (e.g. ["yes", "no"] or labels), from one token: the cheapest way to classify or score \
+many chunks or records.
 {rlm_query_line}- `split_text(data, max_chars)`: cuts a str, list or dict into a list of str pieces of at most \
 `max_chars` characters, at line or sentence ends.
 - Ready-made strategies (any context shape; each runs its sub-calls batched): `search(words)` (the sentences \
 around matches), `ask_all(question)` (reads every piece; the best supported answer written in the data), \
-`ask_each(question)` (one answer per piece), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
+`ask_each(question)` (one answer per piece), `relevance(question)` (every piece with its probability of \
+answering the question, likeliest first), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
 every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
 `rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, \
 `math`, `Counter` are imported.
@@ -255,6 +259,7 @@ HELPER_SIGNATURES = {
     "llm_query": "llm_query(prompt: str, max_tokens: int = ..., temperature: float = ...) -> str",
     "llm_query_batched": "llm_query_batched(prompts: list[str], max_tokens: int = ..., temperature: float = ...) "
     "-> list[str]",
+    "llm_choose": "llm_choose(prompts: list[str], choices: list[str]) -> list[dict[str, float]]",
     "rlm_query": "rlm_query(query: str, context=None) -> str",
     "split_text": "split_text(data: str | list | dict, max_chars: int = 20000) -> list[str]",
 }

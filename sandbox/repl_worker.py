@@ -15,7 +15,8 @@ context file is (``init`` -> ``ready``), then answers requests one at a time:
 
 While a cell runs, its code may ask the host for sub-calls; the host owns the models and every budget:
 
-  worker -> host: {"type": "subcall", "id": m, "kind": "llm_query" | "rlm_query", "prompts": [...], "options": {...}}
+  worker -> host: {"type": "subcall", "id": m, "kind": "llm_query" | "llm_choose" | "rlm_query", "prompts": [...],
+                   "options": {...}}
   host -> worker: {"type": "subcall_result", "id": m, "results": [str, ...]}
 
 The context arrives as a file path (read once here), never through the protocol.
@@ -50,6 +51,7 @@ VALUE_KEEP_CHARS = 8 * 1024 * 1024
 HELPER_NAMES = (
     "llm_query",
     "llm_query_batched",
+    "llm_choose",
     "rlm_query",
     "split_text",
     "SHOW_VARS",
@@ -112,6 +114,17 @@ class Channel:
         if reply.get("type") != "subcall_result" or reply.get("id") != call_id:
             raise RuntimeError("protocol error: unexpected reply to a sub-call")
         return [str(r) for r in reply["results"]]
+
+
+def _probabilities(reply: str, choices: list[str]) -> dict[str, float]:
+    """The host's JSON list of probabilities, one per choice; an error reply gives each choice the same."""
+    try:
+        values = json.loads(reply)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != len(choices):
+        return {c: 1 / len(choices) for c in choices} if choices else {}
+    return {c: float(v) for c, v in zip(choices, values, strict=True)}
 
 
 class BoundedCapture(io.TextIOBase):
@@ -179,7 +192,7 @@ class Worker:
         self.channel = channel
         self.final: str | None = None
         self.namespace: dict[str, Any] = {"__name__": "__rlm__", "context": context}
-        self._strategies = rlm_helpers.Strategies(self._llm_query_batched, self.namespace).helpers()
+        self._strategies = rlm_helpers.Strategies(self._llm_query_batched, self.namespace, self._llm_choose).helpers()
         self._install_helpers()
 
     # ---- helpers visible to model code -------------------------------------------------------------------------
@@ -189,6 +202,13 @@ class Worker:
     def _llm_query_batched(self, prompts: list[str], **options: Any) -> list[str]:
         prompts = [str(p) for p in prompts]
         return self.channel.subcall("llm_query", prompts, options) if prompts else []
+
+    def _llm_choose(self, prompts: list[str], choices: list[str]) -> list[dict[str, float]]:
+        """For each prompt, how likely the sub-model's reply is each of `choices` (they sum to 1): read from one
+        token's probabilities, so no reply text has to be parsed."""
+        prompts, choices = [str(p) for p in prompts], [str(c) for c in choices]
+        replies = self.channel.subcall("llm_choose", prompts, {"choices": choices}) if prompts else []
+        return [_probabilities(reply, choices) for reply in replies]
 
     def _rlm_query(self, query: str, context: Any = None, **options: Any) -> str:
         if context is not None:
@@ -215,6 +235,7 @@ class Worker:
         self.namespace.update(
             llm_query=self._llm_query,
             llm_query_batched=self._llm_query_batched,
+            llm_choose=self._llm_choose,
             rlm_query=self._rlm_query,
             split_text=rlm_helpers.split_text,
             SHOW_VARS=self._show_vars,

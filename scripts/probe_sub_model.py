@@ -1,7 +1,7 @@
 """How well the sub-model does the two jobs the strategy helpers give it, without a root model in the way.
 
-- reading: `ask_all(question)` over generated needle, multi-hop and code-QA tasks (development seeds), scored like
-  the evaluation;
+- reading: `ask_all(question)` (each piece scored with `llm_choose`, the likeliest read) over generated needle,
+  multi-hop and code-QA tasks (development seeds), scored like the evaluation;
 - labels: `label_each` / `count_where` on generated customer messages whose label is known, per record.
 
 Usage: .venv/bin/python scripts/probe_sub_model.py [--model ALIAS] [--max-model-len 4096] [--seeds 6]
@@ -28,6 +28,7 @@ from rlm_local.eval.families.records import SCHEMES, record_text
 from rlm_local.eval.scoring import score_answer
 from rlm_local.eval.tasks import make_task
 from rlm_local.rlm import start_engine
+from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 
 READING_FAMILIES = ("needle", "multihop", "codeqa")
 LENGTHS = (8_000, 30_000)
@@ -41,6 +42,10 @@ async def main() -> None:
     parser.add_argument("--families", default=",".join(READING_FAMILIES), help="reading families, comma-separated")
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="context sizes in characters")
     parser.add_argument("--no-labels", action="store_true", help="skip the label probes")
+    parser.add_argument("--no-reading", action="store_true", help="skip the reading probes")
+    parser.add_argument(
+        "--no-scores", action="store_true", help="helpers without llm_choose (BM25 order, labels from reply text)"
+    )
     args = parser.parse_args()
     config = EngineConfig(model=args.model, max_model_len=args.max_model_len, log_file=new_log_path())
     engine = await start_engine(config)  # its logs go to a file: stdout is the results alone
@@ -56,14 +61,26 @@ async def main() -> None:
     def batched(prompts: list[str]) -> list[str]:  # the helpers are synchronous, as in the REPL
         return asyncio.run_coroutine_threadsafe(ask_many(prompts), loop).result()
 
+    async def score(prompt: str, choices: list[str]) -> dict[str, float]:  # as the host serves llm_choose
+        options = SamplingOptions(max_tokens=1, top_logprobs=TOP_LOGPROBS)
+        generation = await engine.generate(GenerationRequest([{"role": "user", "content": prompt}], options))
+        probabilities = choice_probabilities(generation.first_token_logprobs, choices, generation.text)
+        return dict(zip(choices, probabilities, strict=True))
+
+    async def score_many(prompts: list[str], choices: list[str]) -> list[dict[str, float]]:
+        return list(await asyncio.gather(*(score(p, choices) for p in prompts)))
+
+    def choose(prompts: list[str], choices: list[str]) -> list[dict[str, float]]:
+        return asyncio.run_coroutine_threadsafe(score_many(prompts, choices), loop).result()
+
     def helpers(context: object) -> dict:
         namespace = {"context": context}
-        namespace.update(rlm_helpers.Strategies(batched, namespace).helpers())
+        namespace.update(rlm_helpers.Strategies(batched, namespace, None if args.no_scores else choose).helpers())
         return namespace
 
     try:
         print(f"model: {engine.model}")
-        for chars in [int(n) for n in args.lengths.split(",")]:
+        for chars in [] if args.no_reading else [int(n) for n in args.lengths.split(",")]:
             for family in args.families.split(","):
                 scores = []
                 for seed in range(args.seeds):

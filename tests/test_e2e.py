@@ -5,6 +5,7 @@ One engine and one sandbox serve the whole module (engine start-up is the slow p
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,12 +69,20 @@ async def test_a_counting_question_fans_out_over_every_document_and_aggregates(e
     task = counting_task(3, documents=16, chars_per_document=1_500)
     rlm = RLM(config(), root_engine=engine, sandbox=docker_sandbox)
     result = await rlm.acompletion(task.query, task.context)
-    subcalls = [e for e in result.trajectory if e["event"] == "subcall" and e["kind"] == "llm_query"]
+    subcalls = [e for e in result.trajectory if e["event"] == "subcall" and e["kind"] in ("llm_query", "llm_choose")]
     assert len(subcalls) >= 16, [e["response"] for e in result.trajectory if e["event"] == "turn"]
-    yes = sum(1 for e in subcalls if e["response_preview"].strip().lower().startswith("yes"))
+    yes = sum(1 for e in subcalls if said_yes(e))
     assert result.answer is not None
     numbers = [int(n) for n in re.findall(r"\d+", result.answer)]
     assert numbers and numbers[0] == yes, (result.answer, yes)
+
+
+def said_yes(subcall: dict) -> bool:
+    """A sub-call's yes: its reply text, or for a scored one (llm_choose) the likelier of yes and no."""
+    if subcall["kind"] == "llm_choose":
+        probabilities = json.loads(subcall["response_preview"])
+        return probabilities.get("yes", 0.0) > probabilities.get("no", 0.0)
+    return subcall["response_preview"].strip().lower().startswith("yes")
 
 
 async def test_prefix_cache_serves_later_root_turns(engine, docker_sandbox):

@@ -93,29 +93,73 @@ def test_label_each_maps_answers_to_the_given_labels():
     assert rlm_helpers._to_label("no idea", ["shipping", "billing"]) == "other"
 
 
-def test_ask_all_looks_closely_at_the_best_ranked_pieces_first():
+def scored_strategies(context, likely: str):
+    """Helpers whose sub-model gives P(yes) 0.9 to the pieces containing `likely` and 0.1 to the rest."""
+    ns, calls = strategies(context)
+    scored: list[list[str]] = []
+
+    def choose(prompts: list[str], choices: list[str]) -> list[dict[str, float]]:
+        assert choices == ["yes", "no"]
+        scored.append(prompts)
+        return [{"yes": 0.9, "no": 0.1} if likely in p else {"yes": 0.1, "no": 0.9} for p in prompts]
+
+    namespace = {"context": context}
+    batched = ns["ask_all"].__self__._batched
+    namespace.update(Strategies(batched, namespace, choose).helpers())
+    return namespace, calls, scored
+
+
+def test_ask_all_scores_every_piece_then_reads_only_the_likeliest():
     docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
-    docs["doc17.md"] = "At the sailing race Mira Kessel was first across the line, Tomas Vey second."
-    ns, calls = strategies(docs)
-    assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel"  # most of the question's words around it
-    assert len(calls) == 1 and len(calls[0]) == rlm_helpers.CLOSE_PIECES  # found in the close look: no full pass
-
-
-def test_ask_all_reads_every_piece_when_the_close_look_finds_nothing_near_the_question():
-    docs = {f"doc{i}.md": f"Filler text {i} without a clue. " * 50 for i in range(30)}  # answers made up: dropped
-    docs["doc17.md"] = "Mira Kessel crossed first at a regatta."  # shares no word with the question
-    ns, calls = strategies(docs)
+    docs["doc17.md"] = "Mira Kessel crossed first at the regatta."  # shares no word with the question
+    ns, calls, scored = scored_strategies(docs, "regatta")
     assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
-    assert [len(c) for c in calls] == [rlm_helpers.CLOSE_PIECES, len(pieces(docs, rlm_helpers.CLOSE_CHARS)) - 5]
-    none_ns, _ = strategies({"a": "nothing relevant"})
+    assert [len(s) for s in scored] == [len(pieces(docs, rlm_helpers.CLOSE_CHARS))]  # every piece scored once
+    assert len(calls) == 1 and len(calls[0]) == rlm_helpers.READ_FIRST and "regatta" in calls[0][0]
+
+
+def test_ask_all_reads_further_pieces_when_the_likeliest_hold_no_answer_written_there():
+    docs = {f"doc{i}.md": f"Filler text {i} without a clue. " * 50 for i in range(12)}  # answers made up: dropped
+    docs["doc9.md"] = "Mira Kessel crossed first at a regatta."
+    ns, calls, _ = scored_strategies(docs, "Filler text 3 ")  # the likeliest piece says nothing
+    assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
+    assert [len(c) for c in calls][:2] == [rlm_helpers.READ_FIRST, 2 * rlm_helpers.READ_FIRST]
+    none_ns, _, _ = scored_strategies({"a": "nothing relevant"}, "x")
     assert none_ns["ask_all"]("Who won?") == "NONE"
 
 
-def test_ask_all_lets_the_sub_model_choose_among_equally_supported_answers():
-    docs = {"a.md": "Minutes of a meeting, nothing else. " * 40, "b.md": "Mira Kessel crossed first at a regatta."}
+def test_ask_all_gives_every_likely_value_for_a_question_that_asks_for_several():
+    docs = [f"Note {i}: " + ("the weather was mild. " * 60) for i in range(8)]
+    docs[2] = "Note 2: Mira Kessel wrote the garage code down."
+    docs[6] = "Note 6: the other garage code came up at a meeting."
+    assert rlm_helpers.asks_for_several("What are all the garage codes?")
+    assert rlm_helpers.asks_for_several("Which names are mentioned with garage codes?")
+    assert not rlm_helpers.asks_for_several("What is the garage code?")
+    ns, _, _ = scored_strategies(docs, "garage code")
+    assert ns["ask_all"]("Which names are mentioned with garage codes?") == "Mira Kessel, a meeting"
+    assert ns["ask_all"]("Who wrote down the garage code?") == "Mira Kessel"  # one answer: the likeliest piece's
+
+
+def test_without_scores_ask_all_orders_pieces_by_bm25():
+    docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
+    docs["doc17.md"] = "At the sailing race Mira Kessel was first across the line."
     ns, calls = strategies(docs)
-    assert ns["ask_all"]("Who won the boat contest?") == "Mira Kessel"
-    assert "Several parts" in calls[-1][0] and "b.md: Mira Kessel crossed first at a regatta." in calls[-1][0]
+    assert ns["ask_all"]("Who won the sailing race?") == "Mira Kessel"
+    assert len(calls) == 1 and "sailing race" in calls[0][0]  # the best BM25 piece is read first
+
+
+def test_label_each_takes_the_likeliest_label_when_scores_are_given():
+    namespace = {"context": RECORDS}
+
+    def choose(prompts, choices):
+        return [
+            {"shipping": 0.6, "billing": 0.4} if "late" in p else {"shipping": 0.3, "billing": 0.7} for p in prompts
+        ]
+
+    helpers = Strategies(lambda prompts: ["unused"] * len(prompts), namespace, choose).helpers()
+    assert helpers["label_each"]("What is this about?", ["shipping", "billing"]) == [
+        "shipping", "billing", "billing", "billing"
+    ]  # fmt: skip
 
 
 CODE = '''import json

@@ -19,7 +19,7 @@ from rlm_local.repl.session import CellResult
 PREIMPORT_CODE = "import collections, itertools, json, math, re\nfrom collections import Counter, defaultdict"
 # REPL helpers that read `context` when given no data, so calling them counts as looking at the data.
 DATA_HELPERS = frozenset(
-    {"ask_each", "ask_all", "label_each", "count_where", "where", "search", "rank", "items", "pieces"}
+    {"ask_each", "ask_all", "relevance", "label_each", "count_where", "where", "search", "rank", "items", "pieces"}
 )
 PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
 RESAMPLE_CANDIDATES = 4
@@ -37,7 +37,7 @@ _IMPORTS = {
 }
 _COMMON_LITERALS = frozenset({"none", "null", "true", "false", "yes", "no", "answer"})
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
-_HELPER_TYPE_ERROR = re.compile(r"TypeError: .*?\b_?(llm_query_batched|llm_query|rlm_query|split_text)\(\)")
+_HELPER_TYPE_ERROR = re.compile(r"TypeError: .*?\b_?(llm_query_batched|llm_query|llm_choose|rlm_query|split_text)\(\)")
 
 
 def non_answer(answer: str) -> str | None:
