@@ -25,6 +25,7 @@ SUPPORT_CHARS = 250  # how far around a found answer the question's words are lo
 MAX_ANSWERS = 20  # ask_all: values given together for a question that asks for several
 LIKELY = 0.5  # ask_all: a piece whose P(yes) is at least this is read for a question that asks for several things
 READ_FIRST, MAX_READ = 3, 24  # ask_all reads the 3 likeliest pieces first (or every likely one, up to 24)
+MAX_SCORED = 64  # pieces the sub-model scores; beyond that, BM25 picks which (a 400,000-character context has 333)
 _SEVERAL = re.compile(
     r"\b(all|every)( of)?( the)?( \w+)? \w+s\b|^\s*(list|name)\b"
     r"|^\s*(which|what)\b.*\b\w+s (appear|are|were|occur|mentioned)\b|^\s*(which|what) (are|were) the( \w+)? \w+s\b",
@@ -266,14 +267,22 @@ class Strategies:
         return [(score, parts[i]) for score, i in self._ranked(question, parts)]
 
     def _ranked(self, question: str, parts: list[str]) -> list[tuple[float, int]]:
+        """(score, piece index), best first: P(yes) from the sub-model where it scores, else BM25. Scoring costs one
+        prefill per piece, so in a long context only the MAX_SCORED pieces BM25 ranks highest are scored; the rest
+        follow them in BM25 order, so reading can still reach them."""
         if not parts:
             return []
+        by_words = sorted(
+            ((score, i) for i, score in enumerate(bm25_scores(question, parts))), key=lambda f: -f[0]
+        )  # stable sort: text order on ties
         if self._choose is None:
-            scores = bm25_scores(question, parts)
-        else:
-            prompts = [RELEVANT_PROMPT.format(piece=p, question=question) for p in parts]
-            scores = [probs.get("yes", 0.0) for probs in self._choose(prompts, ["yes", "no"])]
-        return sorted(((score, i) for i, score in enumerate(scores)), key=lambda f: -f[0])  # stable: text order on ties
+            return by_words
+        scored = sorted(i for _, i in by_words[:MAX_SCORED])
+        prompts = [RELEVANT_PROMPT.format(piece=parts[i], question=question) for i in scored]
+        probabilities = [probs.get("yes", 0.0) for probs in self._choose(prompts, ["yes", "no"])]
+        best = sorted(zip(probabilities, scored, strict=True), key=lambda f: -f[0])
+        rest = [(-1.0, i) for _, i in by_words[MAX_SCORED:]]
+        return best + rest
 
     def ask_all(self, question: str, data: Any = None, max_chars: int = CLOSE_CHARS) -> str:
         """One answer to `question` from the whole data. The sub-model first scores every piece for whether it

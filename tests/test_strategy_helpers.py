@@ -118,6 +118,16 @@ def test_ask_all_scores_every_piece_then_reads_only_the_likeliest():
     assert len(calls) == 1 and len(calls[0]) == rlm_helpers.READ_FIRST and "regatta" in calls[0][0]
 
 
+def test_in_a_long_context_only_the_pieces_bm25_ranks_highest_are_scored():
+    docs = {f"doc{i}.md": f"Minutes of meeting {i}: nothing was decided. " * 25 for i in range(100)}
+    docs["doc71.md"] = "The regatta was held in a storm. Mira Kessel won the regatta by a length."
+    ns, calls, scored = scored_strategies(docs, "Mira Kessel")
+    assert ns["ask_all"]("Who won the regatta?") == "Mira Kessel"
+    assert len(pieces(docs, rlm_helpers.CLOSE_CHARS)) > rlm_helpers.MAX_SCORED
+    assert [len(s) for s in scored] == [rlm_helpers.MAX_SCORED]
+    assert "Mira Kessel" in calls[0][0]  # BM25 let the piece into the scored set, P(yes) put it first
+
+
 def test_ask_all_reads_further_pieces_when_the_likeliest_hold_no_answer_written_there():
     docs = {f"doc{i}.md": f"Filler text {i} without a clue. " * 50 for i in range(12)}  # answers made up: dropped
     docs["doc9.md"] = "Mira Kessel crossed first at a regatta."
