@@ -32,7 +32,9 @@ around matches), `ask_all(question)` (reads every piece; the best supported answ
 `ask_each(question)` (one answer per piece), `relevance(question)` (every piece with its probability of \
 answering the question, likeliest first), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
 every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
-`rank(query, k)` (BM25: the pieces most related to the query), `items()` (the records as a list). `re`, `json`, \
+`rank(query, k)` (BM25: the pieces most related to the query), `callers(name)` (in source code, the functions \
+that call `name`: parsed, so comments, strings and look-alike names are left out), `items()` (the records \
+as a list). `re`, `json`, \
 `math`, `Counter` are imported.
 - `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
@@ -60,6 +62,8 @@ B. A count or a selection of records (lines, items or entries) that meet a condi
 - `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int).
 - `where(question)`: the records (list of str) that got yes.
 - `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`.
+C. Source code: `callers(name)`: the functions that really call the function `name` (list of str; mentions in \
+comments or strings and look-alike names left out).
 Also: `items()`: the records of `context` as a list of str. `rank(query)`: the 5 pieces most related to `query`.
 - `llm_query(prompt)`, `llm_query_batched(prompts)`: ask the helper model yourself (prompts under {sub_chars:,} \
 characters).
@@ -235,7 +239,8 @@ NON_ANSWER_NOTES = {
 }
 WRONG_KIND_NOTE = (
     "Not accepted: that is not the kind of answer the question asks for (a number for 'how many', a name for "
-    "'who', the things themselves for 'which ... appear'). Find it in the data, then answer."
+    "'who', the things themselves for 'which ... appear', not the name of the file they are in). Find it in the "
+    "data, then answer."
 )
 COPIED_EXAMPLE_NOTE = (
     "Not run: that code is a worked example's, written for another question. Write code for this question: {query}"

@@ -10,6 +10,7 @@ Standard library only: this file runs inside the sandbox container next to repl_
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from collections import Counter
@@ -186,6 +187,73 @@ def _enclosing(text: str, at: int, max_lines: int = 300) -> str | None:
     return None
 
 
+def callers(name: str, data: Any) -> list[str]:
+    """The functions whose code calls `name` (a real call: `name(...)` or `obj.name(...)`, not a mention in a
+    comment, a string or a look-alike name), each once, in the order they appear. Python is parsed; text that does
+    not parse is read line by line with comments and strings left out."""
+    name = str(name).strip().strip("`").removesuffix("()").split(".")[-1]
+    found: list[str] = []
+    texts = data.values() if isinstance(data, dict) else data if isinstance(data, list | tuple) else [data]
+    for text in map(str, texts):
+        found += [owner for owner in _python_callers(name, text) if owner not in found]
+    return found
+
+
+def _python_callers(name: str, text: str) -> list[str]:
+    try:
+        trees, unparsed = [ast.parse(text)], []
+    except SyntaxError:  # a bad file among good ones: parse each top-level block on its own
+        trees, unparsed = [], []
+        for block in re.split(r"\n(?=\S)", text):
+            try:
+                trees.append(ast.parse(block))
+            except SyntaxError:
+                unparsed.append(block)
+    owners = [f.name for tree in trees for f in _functions(tree) if _calls(f, name)]
+    return owners + [owner for block in unparsed for owner in _text_callers(name, block)]
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    found = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return sorted(found, key=lambda f: f.lineno)
+
+
+def _calls(function: ast.AST, name: str) -> bool:
+    """`function`'s own body calls `name` (calls inside a nested def belong to that def)."""
+    todo = list(ast.iter_child_nodes(function))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Name) and func.id == name) or (
+                isinstance(func, ast.Attribute) and func.attr == name
+            ):
+                return True
+        todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+_STRING_OR_COMMENT = re.compile(r"(\"(\\.|[^\"\\])*\"|'(\\.|[^'\\])*'|#.*|//.*)")
+
+
+def _text_callers(name: str, text: str) -> list[str]:
+    """Code that does not parse as Python: the enclosing definitions of lines that call `name(` outside strings and
+    comments."""
+    call = re.compile(rf"(?<![\w.]){re.escape(name)}\s*\(|\.{re.escape(name)}\s*\(")
+    owners: list[str] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if call.search(_STRING_OR_COMMENT.sub('""', line)) and (
+            owner := _enclosing(text, offset + len(line) - len(line.lstrip()))
+        ):
+            definition = re.search(r"(?:def|class|function|func|fn)\s+(\w+)", owner)
+            owners.append(definition.group(1) if definition else owner)
+        offset += len(line)
+    return owners
+
+
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 
 
@@ -350,6 +418,7 @@ class Strategies:
             "count_where": self.count_where,
             "where": self.where,
             "search": bind(search),
+            "callers": bind(callers),
             "rank": bind(rank),
             "items": lambda data=None: items(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
@@ -423,6 +492,7 @@ HELPER_NAMES = (
     "count_where",
     "where",
     "search",
+    "callers",
     "rank",
     "items",
     "pieces",

@@ -147,6 +147,10 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
     assert wrong_kind("2", "Which garage codes appear in these notes?") and wrong_kind("3", "What are the ticket ids?")
     assert not wrong_kind("PLA-5704, RYV-4725", "Which garage codes appear in these notes?")
     assert not wrong_kind("4821", "What is the PIN for the side door?")  # one thing, which may be a number
+    assert wrong_kind("dataflow/reports/handler_tasks.py", "Which function returns the median? Which one is it?")
+    assert wrong_kind("notes.txt", "Who signed the lease?") and not wrong_kind("notes.txt", "Which file says so?")
+    assert not wrong_kind("J. R. Smith", "Who signed?") and not wrong_kind("v1.2", "Which version shipped?")
+    assert not wrong_kind("archive_buffer", "Which function calls flush?")
 
 
 def test_a_refusal_after_a_final_is_shown_without_an_output_section():

@@ -235,3 +235,19 @@ def test_helpers_are_in_the_real_worker_and_fan_out_through_the_host():
     result = asyncio.run(go())
     assert result.answer == "2" and result.usage.sub_calls == len(RECORDS) + 1  # + the answer check
     assert "count 2" in engine.root_prompts[1][-1]["content"]
+
+
+def test_callers_finds_real_calls_only_in_any_shape():
+    code = (
+        "def archive_buffer(entries):\n    return entries\n\n\n"
+        "def mentions(x):\n    # TODO: call archive_buffer() later\n"
+        '    log.debug("skipping archive_buffer for %s", x)\n    return _archive_buffer(x) + archive_buffers(x)\n\n\n'
+        "def caller(attempts=3):\n    return archive_buffer(attempts)\n\n\n"
+        "class Store:\n    def flush(self):\n        self.archive_buffer(1)\n"
+    )
+    assert rlm_helpers.callers("archive_buffer", code) == ["caller", "flush"]
+    broken = "def broken(:\n    archive_buffer(3)  # archive_buffer\n\n\ndef fine():\n    return 1\n"
+    files = {"a.py": code, "b.py": broken}
+    assert rlm_helpers.callers("`archive_buffer()`", files) == ["caller", "flush", "broken"]
+    ns, _ = strategies(["def f():\n    g()\n", "def h():\n    return 'g()'\n"])
+    assert ns["callers"]("g") == ["f"]

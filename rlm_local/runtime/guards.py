@@ -19,7 +19,19 @@ from rlm_local.repl.session import CellResult
 PREIMPORT_CODE = "import collections, itertools, json, math, re\nfrom collections import Counter, defaultdict"
 # REPL helpers that read `context` when given no data, so calling them counts as looking at the data.
 DATA_HELPERS = frozenset(
-    {"ask_each", "ask_all", "relevance", "label_each", "count_where", "where", "search", "rank", "items", "pieces"}
+    {
+        "ask_each",
+        "ask_all",
+        "relevance",
+        "label_each",
+        "count_where",
+        "where",
+        "search",
+        "callers",
+        "rank",
+        "items",
+        "pieces",
+    }
 )
 PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
 RESAMPLE_CANDIDATES = 4
@@ -77,10 +89,18 @@ def asks_for_several(query: str) -> bool:
     return bool(_ASKS_FOR_NAMES.search(query.strip().casefold()))
 
 
+# A file name or path as the answer ("reports/handler_tasks.py"), and questions that may ask for one.
+_PATH = re.compile(r"[\w.\-]+(/[\w.\-]+)+|[\w\-]+\.[a-z]{1,5}")
+_ASKS_FOR_FILES = re.compile(r"\b(files?|documents?|docs?|paths?|folders?|directory|modules?|pages?|keys?|sources?)\b")
+
+
 def wrong_kind(answer: str, query: str) -> bool:
     """The answer is not the kind the question asks for: no number for "how many", only a number for "who" or for
-    "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2')."""
+    "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2'), a file's name
+    where the question asks for no file (a 1.5B answered the file that `rank` printed first for "which function")."""
     asked, text = query.strip().casefold(), answer.strip().casefold()
+    if _PATH.fullmatch(text) and not re.search(r"\d", text) and not _ASKS_FOR_FILES.search(asked):
+        return True
     if re.match(r"(how many|how much)\b", asked):
         return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
     if re.match(r"who(m|se)?\b", asked) or asks_for_several(query):
