@@ -151,6 +151,8 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
     assert wrong_kind("notes.txt", "Who signed the lease?") and not wrong_kind("notes.txt", "Which file says so?")
     assert not wrong_kind("J. R. Smith", "Who signed?") and not wrong_kind("v1.2", "Which version shipped?")
     assert not wrong_kind("archive_buffer", "Which function calls flush?")
+    assert wrong_kind("io/rows.py, reports/tasks.py", "Which function sorts the rows?")
+    assert not wrong_kind("io/rows.py, sort_rows", "Which function sorts the rows?")
 
 
 def test_a_refusal_after_a_final_is_shown_without_an_output_section():

@@ -99,8 +99,9 @@ def wrong_kind(answer: str, query: str) -> bool:
     "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2'), a file's name
     where the question asks for no file (a 1.5B answered the file that `rank` printed first for "which function")."""
     asked, text = query.strip().casefold(), answer.strip().casefold()
-    if _PATH.fullmatch(text) and not re.search(r"\d", text) and not _ASKS_FOR_FILES.search(asked):
-        return True
+    parts = [part.strip() for part in text.split(",")]
+    if all(_PATH.fullmatch(p) and not re.search(r"\d", p) for p in parts) and not _ASKS_FOR_FILES.search(asked):
+        return True  # one file name, or a list of them
     if re.match(r"(how many|how much)\b", asked):
         return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
     if re.match(r"who(m|se)?\b", asked) or asks_for_several(query):
