@@ -361,20 +361,24 @@ class Strategies:
         ranked = self._ranked(question, parts)
         several = asks_for_several(question)
         likely = [i for score, i in ranked if score >= LIKELY] if several else []
-        order = likely[:MAX_READ] + [i for _, i in ranked if i not in likely]
-        found: list[str] = []
-        start, step = 0, max(READ_FIRST, len(likely[:MAX_READ]))
+        lexical = _best_by_words(question, parts)  # a small sub-model's P(yes) can miss a verbatim match
+        first = list(dict.fromkeys(likely[:MAX_READ] + [i for _, i in ranked][:READ_FIRST] + lexical))
+        order = first + [i for _, i in ranked if i not in first]
+        found: list[tuple[int, str]] = []  # (support, answer)
+        start, step = 0, len(first)
         while start < len(order) and not found:  # the likeliest pieces first; further ones only if none answers
             batch = order[start : start + step]
             answers = self._batched(_read_prompts(question, [parts[i] for i in batch]))
             for answer, i in zip(answers, batch, strict=True):
-                text = _clean(answer)
-                if support(question, answer, parts[i]) >= 0 and text.lower() not in (f.lower() for f in found):
-                    found.append(text)
-            start, step = start + step, step * 2
+                text, backing = _clean(answer), support(question, answer, parts[i])
+                if backing >= 0 and text.lower() not in (f.lower() for _, f in found):
+                    found.append((backing, text))
+            start, step = start + step, max(READ_FIRST, step) * 2
         if not found:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
-        return ", ".join(found[:MAX_ANSWERS]) if several else found[0]
+        if several:
+            return ", ".join(text for _, text in found[:MAX_ANSWERS])
+        return max(found, key=lambda f: f[0])[1]  # most of the question's words around it; ties: the likeliest
 
     def label_each(self, question: str, labels: list[str] | None = None, data: Any = None) -> list[str]:
         """Ask `question` of every record (line, list item or dict entry) at once; one short answer per record.
@@ -423,6 +427,13 @@ class Strategies:
             "items": lambda data=None: items(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
         }
+
+
+def _best_by_words(question: str, parts: list[str]) -> list[int]:
+    """The piece BM25 ranks first, if any of the question's words is in it."""
+    scores = bm25_scores(question, parts)
+    best = max(range(len(parts)), key=lambda i: scores[i], default=None)
+    return [best] if best is not None and scores[best] > 0 else []
 
 
 def _stems(text: str) -> set[str]:
