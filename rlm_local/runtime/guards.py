@@ -12,27 +12,14 @@ import re
 from dataclasses import dataclass, field
 
 from rlm_local import prompts
+from rlm_local._sandbox import rlm_helpers  # the REPL helpers (standard library only)
 from rlm_local.parsing import extract_code_blocks, find_final
 from rlm_local.repl.session import CellResult
 
 # Run in the REPL before the first cell (and after a worker restart): the modules small models forget to import.
 PREIMPORT_CODE = "import collections, itertools, json, math, re\nfrom collections import Counter, defaultdict"
 # REPL helpers that read `context` when given no data, so calling them counts as looking at the data.
-DATA_HELPERS = frozenset(
-    {
-        "ask_each",
-        "ask_all",
-        "relevance",
-        "label_each",
-        "count_where",
-        "where",
-        "search",
-        "callers",
-        "rank",
-        "items",
-        "pieces",
-    }
-)
+DATA_HELPERS = frozenset(rlm_helpers.HELPER_NAMES)
 PREMATURE_REFUSALS = 2  # an answer given before any data was seen is refused this often, then taken
 RESAMPLE_CANDIDATES = 4
 MAX_PRINTED = 1_000_000  # how much of the run's printed output an answer is looked up in
