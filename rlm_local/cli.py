@@ -239,10 +239,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    from rlm_local import sandbox_image
     from rlm_local.repl import docker_sandbox
 
     if args.action == "build":
-        print(docker_sandbox.build_image(force=args.force))
+        print(sandbox_image.build_image(force=args.force))
     elif args.action == "gc":
         removed = docker_sandbox.gc_containers(all=args.all)
         print(f"removed {removed if isinstance(removed, int) else len(removed)} container(s)")

@@ -3,9 +3,10 @@
 This file runs as a plain process (``--sandbox process``) or inside the sandbox container; it must stay
 standard-library only and must not import ``rlm_local``.
 
-Protocol (both directions): frames of a 4-byte big-endian length followed by UTF-8 JSON. The worker waits for the host's
-Unix socket to appear (so a pool of started workers can wait for runs), connects, says ``hello``, is told where its
-context file is (``init`` -> ``ready``), then answers requests one at a time:
+Protocol (both directions): frames of a 4-byte big-endian length followed by UTF-8 JSON. The host binds its Unix
+socket before it starts the worker; the worker connects at boot and says ``hello`` (so a pool of started workers waits
+connected), is sent its context as an open file descriptor with ``init``, answers ``ready``, then answers requests one
+at a time:
 
   host -> worker: {"type": "exec", "id": n, "code": str}
                   {"type": "vars"} | {"type": "get_var", "name": str} | {"type": "shutdown"}
@@ -19,7 +20,9 @@ While a cell runs, its code may ask the host for sub-calls; the host owns the mo
                    "options": {...}}
   host -> worker: {"type": "subcall_result", "id": m, "results": [str, ...]}
 
-The context arrives as a file path (read once here), never through the protocol.
+The context arrives as a file descriptor passed with ``init`` (read once here, then closed), never through the
+protocol. A worker whose host goes away (closed, crashed, killed with SIGKILL) sees the socket hang up and exits, even
+in the middle of a cell.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -70,17 +74,9 @@ class ChannelClosed(Exception):
 class Channel:
     """Blocking framed JSON over the host's Unix socket; one request in flight at a time."""
 
-    def __init__(self, path: str, wait_s: float) -> None:
+    def __init__(self, path: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self._sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError):  # not there, or not yet opened
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.002)
+        self._sock.connect(path)  # the host listens before this process starts
         self._lock = threading.Lock()
         self._next_id = 0
 
@@ -89,14 +85,24 @@ class Channel:
         self._sock.sendall(HEADER.pack(len(data)) + data)
 
     def recv(self) -> dict[str, Any]:
-        (length,) = HEADER.unpack(self._recv_exact(HEADER.size))
+        return self._frame(self._recv_exact(HEADER.size))
+
+    def recv_with_fds(self) -> tuple[dict[str, Any], list[int]]:
+        """A frame and the file descriptors sent with its first byte (the context comes this way)."""
+        head, fds, _, _ = socket.recv_fds(self._sock, HEADER.size, 1)
+        if not head:
+            raise ChannelClosed("host closed the channel")
+        return self._frame(head + self._recv_exact(HEADER.size - len(head))), fds
+
+    def _frame(self, head: bytes) -> dict[str, Any]:
+        (length,) = HEADER.unpack(head)
         if length > MAX_FRAME_BYTES:
             raise ChannelClosed(f"frame of {length} bytes from host")
         return json.loads(self._recv_exact(length).decode("utf-8", "surrogatepass"))
 
     def _recv_exact(self, n: int) -> bytes:
         chunks, remaining = [], n
-        while remaining:
+        while remaining > 0:
             chunk = self._sock.recv(min(remaining, 1 << 20))
             if not chunk:
                 raise ChannelClosed("host closed the channel")
@@ -159,11 +165,30 @@ class BoundedCapture(io.TextIOBase):
         return head + "\n\x00<cut>\x00\n" + self.tail  # marker the host turns into a readable note
 
 
-def load_context(path: str | None, kind: str) -> Any:
-    if not path:
+def load_context(fds: list[int], kind: str) -> Any:
+    """The context from the descriptor the host sent (read-only, closed once read); None without one."""
+    if not fds:
         return None
-    with open(path, encoding="utf-8") as f:
+    for extra in fds[1:]:
+        os.close(extra)
+    with open(fds[0], encoding="utf-8", closefd=True) as f:
         return json.load(f) if kind == "json" else f.read()
+
+
+def exit_with_host(sock: socket.socket) -> None:
+    """A cell may compute for minutes without reading the socket: a thread waits for the host's end of it to hang up
+    (the kernel closes it when the host exits, even by SIGKILL) and ends the worker, so that nothing outlives its host
+    and Docker removes the container (`auto_remove`)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+
+    def watch() -> None:
+        while True:
+            for _, events in poller.poll():
+                if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-host", daemon=True).start()
 
 
 def describe_value(value: Any) -> dict[str, Any]:
@@ -304,12 +329,12 @@ def _echo(value: Any) -> None:
 
 
 def handshake(channel: Channel) -> Worker:
-    """hello -> init (where the context is) -> ready; the context is read from its file, once."""
+    """hello -> init (with the context's descriptor) -> ready; the context is read once."""
     channel.send({"type": "hello", "pid": os.getpid(), "python": sys.version.split()[0]})
-    init = channel.recv()
+    init, fds = channel.recv_with_fds()
     if init.get("type") != "init":
         raise ChannelClosed("expected init")
-    context = load_context(init.get("context_path"), str(init.get("context_kind", "text")))
+    context = load_context(fds, str(init.get("context_kind", "text")))
     channel.send({"type": "ready", "context_chars": len(context) if isinstance(context, str) else None})
     return Worker(channel, context)
 
@@ -333,31 +358,18 @@ def serve(worker: Worker) -> None:
         channel.send(reply)
 
 
-def die_with_host(host_pid: int) -> None:
-    """Without a container around it, the worker must not outlive its host, even one killed by SIGKILL: the
-    kernel sends it SIGKILL when the host dies (Linux's parent-death signal), and a host already gone ends it now."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != host_pid:
-        sys.exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="host Unix socket to connect to")
-    parser.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for the socket to appear")
-    parser.add_argument("--host-pid", type=int, default=None, help="end with this parent process (no container)")
     args = parser.parse_args(argv)
     # The host interrupts a cell with SIGINT. A host started with SIGINT ignored (a background job of a script) hands
     # that on to this process, and every cell timeout would then cost the worker and its variables.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     seccomp_filter.install()  # before any model-written code runs; on failure it says so on stderr and we go on
-    if args.host_pid is not None:
-        die_with_host(args.host_pid)
     with contextlib.suppress(ChannelClosed, ConnectionError, FileNotFoundError, KeyboardInterrupt):
-        serve(handshake(Channel(args.socket, args.wait)))
+        channel = Channel(args.socket)
+        exit_with_host(channel._sock)
+        serve(handshake(channel))
     return 0
 
 

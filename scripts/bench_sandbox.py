@@ -5,7 +5,7 @@ PASS/MISS per target:
 
   trivial cell round trip p50 <= 5 ms         (host -> worker -> host through the Unix socket, over >= 200 cells)
   sub-call overhead p50 <= 2 ms               (llm_query answered at once by the host, timed inside the cell)
-  100 MB context usable <= 1 s                (acquire -> a cell printing len(context); the file is hard-linked)
+  100 MB context usable <= 1 s                (acquire -> a cell printing len(context); the file goes as a descriptor)
   start from the warm pool <= 50 ms           (acquire -> worker ready), against a cold container start
 and, for comparison, `docker exec` of a fresh python per cell, as sandboxes without a persistent worker do.
 
@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlm_local.repl.docker_client import ENGINE_HINT, docker_available
-from rlm_local.repl.docker_image import DEFAULT_IMAGE, build_image, image_status
-from rlm_local.repl.docker_sandbox import DockerSandbox
+from rlm_local.repl.docker_sandbox import ENGINE_HINT, DockerSandbox, docker_available
 from rlm_local.repl.session import ContextFile, ReplSession
+from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status
 
 
 async def instant(kind: str, prompts: list[str], options: dict) -> list[str]:

@@ -136,7 +136,7 @@ fi
 BASE_ID="$(docker image inspect -f '{{ .Id }}' "$BASE")"
 
 # ---- 2. sandbox image -------------------------------------------------------------------------------------------
-# The same digest is computed by rlm_local.repl.docker_image.source_digest(): the sandbox files in order, sha256.
+# The same digest is computed by rlm_local.sandbox_image.source_digest(): the sandbox files in order, sha256.
 SANDBOX_FILES=(Dockerfile repl_worker.py rlm_helpers.py seccomp_filter.py)
 DIGEST="$(cd "$SANDBOX_DIR" && cat "${SANDBOX_FILES[@]}" | sha256sum | cut -c1-64)"
 if [[ "$FORCE" == 0 ]] && image_exists "$IMAGE" \

@@ -23,18 +23,19 @@ from pathlib import Path
 import pytest
 
 from rlm_local.errors import SandboxError
-from rlm_local.repl.docker_cleanup import LABEL, LABEL_PID
-from rlm_local.repl.docker_client import _client
-from rlm_local.repl.docker_image import DEFAULT_IMAGE, image_status
 from rlm_local.repl.docker_sandbox import (
     CONTAINER_DIR,
+    LABEL,
+    LABEL_PID,
     DockerSandbox,
-    build_image,
+    _client,
+    _owner_labels,
     docker_available,
     gc_containers,
 )
 from rlm_local.repl.sandbox import SOCKET_NAME
 from rlm_local.repl.session import CellResult, ContextFile, ReplSession
+from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
@@ -87,7 +88,7 @@ def sandbox(image: str, tmp_path_factory: pytest.TempPathFactory):
         pids_limit=PIDS_LIMIT,
         tmpfs_size="16m",
         cpus=1.0,
-        root=tmp_path_factory.mktemp("channels"),  # same filesystem as the context: it is hard-linked
+        root=tmp_path_factory.mktemp("channels"),
     )
     asyncio.run(sb.start())
     yield sb
@@ -142,7 +143,7 @@ async def test_container_is_locked_down(session: ReplSession, sandbox: DockerSan
     assert host["PidsLimit"] == PIDS_LIMIT
     assert host["Memory"] == host["MemorySwap"] == 512 * 1024 * 1024
     assert host["NanoCpus"] == 1_000_000_000
-    assert host["Init"] is True
+    assert host["Init"] is True and host["AutoRemove"] is True
     assert not host.get("PortBindings") and not attrs["NetworkSettings"].get("Ports")
     assert "/tmp" in host["Tmpfs"]
     assert attrs["Config"]["User"] == "10001:10001"
@@ -493,7 +494,6 @@ async def test_warm_pool_and_close(image: str) -> None:
         assert state["Running"], state
         slot = await sb.acquire()
         assert slot.name == pooled  # taken from the pool, not started now
-        assert list(slot.host_dir.iterdir()) == []  # an empty channel folder: the readiness probe is gone
         await sb.start()  # the pool was refilled in the background
         assert sb.pool_ready() == 1 and len(sb.owned()) == 2
         repl = ReplSession(sb, None, echo_subcalls, cell_timeout_s=5)
@@ -510,32 +510,28 @@ async def test_warm_pool_and_close(image: str) -> None:
     assert sb.owned() == []
 
 
-async def test_gc_removes_containers_of_a_killed_process(image: str) -> None:
+async def test_gc_removes_containers_a_dead_host_left_created_and_spares_a_live_hosts(image: str) -> None:
+    """A host that dies between creating and starting a container leaves it in `Created`: only `gc` removes it."""
     code = textwrap.dedent(
         f"""
-        import asyncio, sys
-        from rlm_local.repl.docker_sandbox import DockerSandbox
-        async def main():
-            slot = await DockerSandbox({image!r}, mem_limit="128m").acquire()
-            print(slot.name, flush=True)
-            await asyncio.sleep(600)
-        asyncio.run(main())
+        from rlm_local.repl.docker_sandbox import _client
+        from rlm_local.repl.docker_sandbox import _owner_labels
+        print(_client().api.create_container({image!r}, labels=_owner_labels())["Id"])
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    api = docker_client().api
+    orphan = api.inspect_container(child.stdout.strip())
+    assert orphan["State"]["Status"] == "created"
+    mine = api.create_container(image, labels=_owner_labels())["Id"]  # this live process's: left alone
     try:
-        name = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        name = name.strip()
-        assert name.startswith(f"rlm-local-{child.pid}-")
-        assert len(containers_of(child.pid)) == 1
+        removed = await asyncio.to_thread(gc_containers)
+        assert orphan["Name"].lstrip("/") in removed
+        assert orphan["Id"] not in {c["Id"] for c in api.containers(all=True)}
+        assert api.inspect_container(mine)["State"]["Status"] == "created"
     finally:
-        child.send_signal(signal.SIGKILL)  # no atexit, no cleanup: the container is orphaned
-        child.wait()
-    assert len(containers_of(child.pid)) == 1
-    removed = await asyncio.to_thread(gc_containers)
-    assert name in removed
-    assert containers_of(child.pid) == []
+        api.remove_container(mine, force=True)
 
 
 @pytest.mark.parametrize("ending", ["return", "exception", "sigint", "sigterm"])
@@ -573,6 +569,9 @@ async def test_no_leak_however_the_process_ends(image: str, ending: str) -> None
             child.wait()
     expected = {"return": 0, "exception": 1, "sigint": -signal.SIGINT, "sigterm": -signal.SIGTERM}[ending]
     assert returncode == expected
+    deadline = time.monotonic() + 10  # the workers see their host's socket hang up, exit, and Docker removes them
+    while containers_of(child.pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
     assert containers_of(child.pid) == []
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rlm_local.repl.process_sandbox import ProcessSandbox
-from rlm_local.repl.session import ContextFile, ReplSession
+from rlm_local.repl.session import ContextFile, ReplSession, StateLost
 
 
 async def echo(kind: str, prompts: list[str], options: dict) -> list[str]:
@@ -93,3 +93,14 @@ async def test_a_worker_that_ignores_interrupts_is_replaced(context_file):
         result = await repl.execute(code)
         assert result.timed_out and result.state_lost
         assert (await repl.execute("print(len(context))")).stdout.strip() == "3000"
+
+
+async def test_a_worker_lost_while_reading_a_variable_says_the_variables_are_gone(context_file):
+    async with session(context_file) as repl:
+        bomb = "import os\nclass Bomb:\n    def __str__(self):\n        os._exit(3)\nkept, answer = 1, Bomb()"
+        await repl.execute(bomb)
+        with pytest.raises(StateLost, match="all variables were lost") as lost:
+            await repl.get_var("answer")
+        assert "exit code 3" in str(lost.value)
+        assert repl.restarts == 1 and "NameError" in (await repl.execute("kept")).error
+        assert (await repl.execute("print(len(context))")).stdout == "3000\n"  # a fresh worker, context back

@@ -343,3 +343,12 @@ def test_old_cell_outputs_are_dropped_when_the_conversation_outgrows_the_window(
     assert len(dropped) >= 5 and all(m["role"] == "user" for m in dropped)
     assert sum("word7" in m["content"] for m in last if m["role"] == "assistant") == 1  # the code stays
     assert engine.root_prompts[0][:2] == last[:2]  # the system prompt and the first message are kept
+
+
+def test_a_worker_lost_while_reading_the_final_variable_tells_the_model():
+    bomb = "import os\nclass Bomb:\n    def __str__(self):\n        os._exit(3)\nanswer = Bomb()"
+    engine = ScriptedEngine([repl(bomb), "FINAL_VAR(answer)", "FINAL(4217)"])
+    result = run(engine, guards=False)
+    assert result.answer == "4217"
+    told = engine.root_prompts[-1][-1]["content"]
+    assert "could not be read" in told and "all variables were lost" in told, told

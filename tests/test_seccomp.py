@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from rlm_local.repl.docker_image import DEFAULT_IMAGE, image_status
-from rlm_local.repl.docker_sandbox import DockerSandbox, build_image, docker_available
+from rlm_local.repl.docker_sandbox import DockerSandbox, docker_available
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.repl.session import ContextFile, ReplSession
+from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status
 
 SANDBOX = Path(__file__).resolve().parents[1] / "sandbox"
 sys.path.insert(0, str(SANDBOX))

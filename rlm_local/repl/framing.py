@@ -130,8 +130,12 @@ def _clean(value: Any, depth: int) -> Any:
     return value
 
 
+def encode_frame(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return HEADER.pack(len(data)) + data
+
+
 async def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any], timeout_s: float | None = None) -> None:
     """Send one frame; with `timeout_s`, a worker that does not read it (a full socket) raises `TimeoutError`."""
-    data = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    writer.write(HEADER.pack(len(data)) + data)
+    writer.write(encode_frame(message))
     await asyncio.wait_for(writer.drain(), timeout_s)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlm_local.repl.sandbox import SOCKET_NAME, Sandbox, WorkerSlot
+from rlm_local.repl.sandbox import SOCKET_NAME, Sandbox, WorkerSlot, accept_worker, listen_in
 from rlm_local.repl.worker_files import worker_script
 
 
@@ -25,64 +24,65 @@ def describe_returncode(code: int) -> str:
 
 @dataclass(eq=False)
 class ProcessSlot(WorkerSlot):
-    process: asyncio.subprocess.Process | None = field(default=None, repr=False)
-    owns_dir: bool = True
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     async def interrupt(self) -> None:
-        if self.process and self.process.returncode is None:
+        if self.process and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGINT)
 
     async def kill(self) -> None:
-        if self.process and self.process.returncode is None:
+        self.sock.close()
+        if self.process and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.process.wait(), 5)
-        if self.owns_dir:
-            shutil.rmtree(self.host_dir, ignore_errors=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.process.wait, 5)
 
     async def exit_reason(self) -> str | None:
         if self.process is None:
             return None
-        with contextlib.suppress(TimeoutError):  # asked after a fault: give a dying process a moment
-            await asyncio.wait_for(self.process.wait(), 0.5)
-        if self.process.returncode is None:
-            return None
-        return describe_returncode(self.process.returncode)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # asked after a fault: give a dying process a moment
+            await asyncio.to_thread(self.process.wait, 0.5)
+        code = self.process.poll()
+        return None if code is None else describe_returncode(code)
 
     def describe(self) -> str:
         return f"process {self.process.pid if self.process else '?'}"
 
 
 class ProcessSandbox(Sandbox):
-    """Starts `sandbox/repl_worker.py` with this Python; the channel folder is a private temp dir."""
+    """Starts `sandbox/repl_worker.py` with this Python, connected through a socket in a private temp folder."""
 
     name = "process"
     isolated = False
 
-    def __init__(self, python: str | None = None, root: Path | None = None) -> None:
+    def __init__(self, python: str | None = None, root: Path | None = None, connect_timeout_s: float = 60.0) -> None:
         self.python = python or sys.executable
         self.root = root
+        self.connect_timeout_s = connect_timeout_s
         self._slots: set[ProcessSlot] = set()
 
     async def acquire(self, *, label: str = "") -> WorkerSlot:
-        host_dir = Path(tempfile.mkdtemp(prefix=f"rlm-worker-{label}-", dir=self.root))
-        socket_path = host_dir / SOCKET_NAME
-        process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-u",
-            str(worker_script()),
-            "--socket",
-            str(socket_path),
-            "--host-pid",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        return await asyncio.to_thread(self._start, label)
+
+    def _start(self, label: str) -> ProcessSlot:
+        folder = Path(tempfile.mkdtemp(prefix=f"rlm-worker-{label}-", dir=self.root))
+        listener = listen_in(folder)
+        process = subprocess.Popen(
+            [self.python, "-u", str(worker_script()), "--socket", str(folder / SOCKET_NAME)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the host, which then stops the worker
         )
-        slot = ProcessSlot(host_dir=host_dir, worker_dir=str(host_dir), process=process)
+        try:
+            sock = accept_worker(listener, folder, self.connect_timeout_s, lambda: _reason(process.poll()))
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        slot = ProcessSlot(sock=sock, process=process)
         self._slots.add(slot)
         return slot
 
@@ -90,3 +90,7 @@ class ProcessSandbox(Sandbox):
         slots, self._slots = self._slots, set()
         for slot in slots:
             await slot.kill()
+
+
+def _reason(code: int | None) -> str | None:
+    return None if code is None else describe_returncode(code)

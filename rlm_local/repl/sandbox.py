@@ -1,26 +1,33 @@
-"""The sandbox interface: something that starts REPL workers and can interrupt or kill them.
+"""The sandbox interface: something that starts REPL workers, each one connected to the host before it is handed out.
 
-A worker is started before it knows its run: it waits for the host's socket to appear in its channel folder,
-so sandboxes may keep a warm pool. The session (see `session.py`) places the context in that folder, opens the
-socket, and speaks the protocol; the sandbox only owns the worker's life.
+The host binds a Unix socket in a fresh channel folder and only then starts the worker, which connects at boot: the
+accepted connection is the worker's "ready", so a pool of started workers waits connected. The socket file and its
+folder go as soon as the worker is connected (one connection per worker; nothing of a run is left on disk), and a
+worker whose host goes away reads a hang-up and exits. The session (`session.py`) sends the context over that
+connection and speaks the protocol; the sandbox only owns the worker's life.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlm_local.errors import SandboxError
+
 SOCKET_NAME = "host.sock"
-CONTEXT_NAME = "context"
 
 
 @dataclass(eq=False)
 class WorkerSlot(abc.ABC):
-    """One started worker, waiting for (or attached to) a run."""
+    """One started worker, connected to the host and waiting for its run."""
 
-    host_dir: Path  # channel folder as the host sees it: the host creates the socket and context here
-    worker_dir: str  # the same folder as the worker sees it
+    sock: socket.socket  # the worker's connection; the session takes it over
 
     @abc.abstractmethod
     async def interrupt(self) -> None:
@@ -46,7 +53,42 @@ class Sandbox(abc.ABC):
 
     @abc.abstractmethod
     async def acquire(self, *, label: str = "") -> WorkerSlot:
-        """A started worker whose channel folder is empty and ready for one run."""
+        """A started worker, connected and ready for one run."""
 
     async def close(self) -> None:
         """Release every worker this sandbox still holds."""
+
+
+def listen_in(folder: Path) -> socket.socket:
+    """A socket at `folder/host.sock`, listening before the worker starts, that an unprivileged user may connect to."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = folder / SOCKET_NAME
+    listener.bind(str(path))
+    os.chmod(path, 0o777)
+    listener.listen(1)
+    return listener
+
+
+def accept_worker(
+    listener: socket.socket, folder: Path, timeout_s: float, exited: Callable[[], str | None]
+) -> socket.socket:
+    """Blocking: the worker's connection, or SandboxError when it exits first or does not connect in time.
+
+    The listener and its folder go in any case: nobody else can connect, and nothing stays on disk."""
+    deadline = time.monotonic() + timeout_s
+    listener.settimeout(0.1)  # to notice a worker that exits before it connects
+    try:
+        while True:
+            try:
+                connection = listener.accept()[0]
+                connection.settimeout(None)
+                return connection
+            except TimeoutError:
+                pass
+            if (reason := exited()) is not None:
+                raise SandboxError(f"the REPL worker stopped before it connected ({reason})")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"the REPL worker did not connect within {timeout_s:g}s")
+    finally:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)

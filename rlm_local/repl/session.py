@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from rlm_local.errors import SandboxError
-from rlm_local.repl.framing import ProtocolError, read_frame, write_frame
-from rlm_local.repl.sandbox import CONTEXT_NAME, SOCKET_NAME, Sandbox, WorkerSlot
+from rlm_local.repl.framing import ProtocolError, encode_frame, read_frame, write_frame
+from rlm_local.repl.sandbox import Sandbox, WorkerSlot
 
 SubcallHandler = Callable[[str, list[str], dict[str, Any]], Awaitable[list[str]]]
 """(kind, prompts, options) -> one answer per prompt; kind is 'llm_query', 'llm_choose' or 'rlm_query'."""
 
 SUBCALL_KINDS = ("llm_query", "llm_choose", "rlm_query")
 MAX_PROMPTS_PER_SUBCALL = 4096
+
+
+class StateLost(Exception):
+    """The worker failed outside a cell and was replaced: every variable is gone (the message says so)."""
 
 
 @dataclass
@@ -74,7 +78,6 @@ class ReplSession:
         self.restarts = 0
         self.context_chars: int | None = None
         self._slot: WorkerSlot | None = None
-        self._server: asyncio.AbstractServer | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._next_id = 0
@@ -91,36 +94,12 @@ class ReplSession:
 
     async def _attach(self) -> None:
         self._slot = await self.sandbox.acquire(label=self.label)
-        host_dir = self._slot.host_dir
-        if self.context is not None:
-            _place_file(self.context.path, host_dir / CONTEXT_NAME)
-        connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if connected.done():  # one worker per socket: anyone else is turned away
-                writer.close()
-            else:
-                connected.set_result((reader, writer))
-
-        socket_path = host_dir / SOCKET_NAME
-        self._server = await asyncio.start_unix_server(on_connect, path=str(socket_path), limit=1 << 20)
-        os.chmod(socket_path, 0o777)  # the container's unprivileged user must be able to connect
-        self._reader, self._writer = await connected
-        # One connection per worker: stop listening, so that a flood of connect() calls from a cell costs the host
-        # nothing (the kernel refuses them).
-        self._server.close()
-        socket_path.unlink(missing_ok=True)
+        init = {"type": "init", "context_kind": self.context.kind if self.context else "text"}
+        # The context goes as an open read-only descriptor: no copy, no file the worker's user must be able to
+        # open, nothing left on disk; the worker reads it once and closes it.
+        _send_with_context(self._slot.sock, init, self.context)  # a small frame into an empty socket: no wait
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=self._slot.sock, limit=1 << 20)
         await self._expect("hello")
-        await write_frame(
-            self._writer,
-            {
-                "type": "init",
-                "context_path": f"{self._slot.worker_dir}/{CONTEXT_NAME}" if self.context else None,
-                "context_kind": self.context.kind if self.context else "text",
-            },
-        )
         ready = await self._expect("ready")
         self.context_chars = ready.get("context_chars")
 
@@ -133,12 +112,10 @@ class ReplSession:
 
     async def _detach(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-        if self._server is not None:
-            self._server.close()
+            self._writer.transport.abort()  # off the event loop's selector now, before the slot closes the socket
         if self._slot is not None:
             await self._slot.kill()
-        self._slot = self._server = self._reader = self._writer = None
+        self._slot = self._reader = self._writer = None
 
     async def restart(self) -> None:
         self.restarts += 1
@@ -249,28 +226,31 @@ class ReplSession:
         return reply.get("value") if reply.get("found") else None
 
     async def _request(self, message: dict[str, Any], reply_type: str) -> dict[str, Any]:
+        """A request outside a cell; a worker that fails it is replaced, and `StateLost` says so (the model must
+        hear that its variables are gone, not that one of them does not exist)."""
         if self._writer is None:
             await self.start()
         try:
             await write_frame(self._writer, message)
             reply = await asyncio.wait_for(read_frame(self._reader), self.start_timeout_s)
-        except (TimeoutError, EOFError, ProtocolError, ConnectionError):
-            await self.restart()
-            return {}
+        except (TimeoutError, EOFError, ProtocolError, ConnectionError) as exc:
+            result = await self._replace_worker(f"the worker failed while reading a variable: {exc or 'no reply'}")
+            raise StateLost(result.fault or "") from exc
         return reply if reply["type"] == reply_type else {}
 
 
-def _place_file(source: Path, target: Path) -> None:
-    """Hard-link when possible (instant for a 1 GB context), else copy; readable by the worker's user.
-
-    A hard link shares the user's file permissions, so a file that others may not read is copied instead of
-    being made world-readable."""
-    if source.stat().st_mode & 0o004:
-        with contextlib.suppress(OSError):
-            os.link(source, target)
-            return
-    shutil.copyfile(source, target)
-    os.chmod(target, 0o644)
+def _send_with_context(sock: socket.socket, message: dict[str, Any], context: ContextFile | None) -> None:
+    """One frame, with the context file's descriptor attached when there is a context."""
+    data = encode_frame(message)
+    if context is None:
+        sock.sendall(data)
+        return
+    fd = os.open(context.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sent = socket.send_fds(sock, [data], [fd])
+    finally:
+        os.close(fd)
+    sock.sendall(data[sent:])
 
 
 def _cell_result(message: dict[str, Any]) -> CellResult:

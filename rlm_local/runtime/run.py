@@ -22,7 +22,7 @@ from rlm_local.engines.token_count import most_tokens
 from rlm_local.errors import ModelError, PromptTooLong, RLMError
 from rlm_local.parsing import FinalAnswer, extract_code_blocks, find_final, outside_code, strip_think
 from rlm_local.repl.sandbox import Sandbox
-from rlm_local.repl.session import CellResult, ReplSession
+from rlm_local.repl.session import CellResult, ReplSession, StateLost
 from rlm_local.runtime import guards
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.guards import LoopGuards
@@ -297,7 +297,10 @@ class RLMRun:
         self, session: ReplSession, final: FinalAnswer, *, ran_code: bool
     ) -> tuple[str | None, str | None]:
         if final.is_variable or _IDENTIFIER.match(final.value):
-            value = await session.get_var(final.value)
+            try:
+                value = await session.get_var(final.value)
+            except StateLost as lost:
+                return None, f"FINAL_VAR({final.value}) could not be read: {lost}."
             if value is not None:
                 return value, None
             if final.is_variable:

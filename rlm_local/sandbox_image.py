@@ -1,4 +1,4 @@
-"""The sandbox image: whether it is built from these sources, and building it (`rlm-local sandbox build`).
+"""The sandbox image (set-up, not the run path): whether it is built from these sources, and building it.
 
 The image is `sandbox/Dockerfile` with the REPL worker; an image built here carries the sha256 of those two files as a
 label, so that one built from another version of the worker is reported as outdated.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_local.errors import SandboxError
-from rlm_local.repl.docker_client import _client, _is_not_found, _short
+from rlm_local.repl.docker_sandbox import _client, _is_not_found, _short
 from rlm_local.repl.worker_files import SANDBOX_FILES, sandbox_dir
 
 DEFAULT_IMAGE = "rlm-local-sandbox:latest"
@@ -58,6 +58,18 @@ def image_status(image: str = DEFAULT_IMAGE, client: Any = None) -> str:
     if expected is not None and built_from is not None and built_from != expected:
         return "outdated"
     return "ok"  # an image built by hand (`docker build sandbox/`) has no digest label: taken as it is
+
+
+def require_image(image: str, client: Any) -> None:
+    """SandboxError saying how to build the image when it is missing or was built from another REPL worker."""
+    status = image_status(image, client)
+    if status == "missing":
+        raise SandboxError(f"the sandbox image {image} is missing: {BUILD_HINT}")
+    if status == "outdated":
+        raise SandboxError(
+            f"the sandbox image {image} was built from another version of the REPL worker: rebuild it with "
+            "`rlm-local sandbox build` (or `bash scripts/build_sandbox_image.sh`)"
+        )
 
 
 def _build_script() -> Path | None:
