@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SAMPLE_WINDOW = 100_000  # per-request samples kept for percentiles
@@ -122,39 +122,17 @@ def summarize(samples: list[RequestSample], in_flight: int = 0, queued: int = 0)
     )
 
 
-@dataclass
-class _Live:
-    """Requests waiting in our queue or running in an engine, by (engine, priority, run)."""
-
-    queued: Counter[tuple[str, int, str]] = field(default_factory=Counter)
-    in_flight: Counter[tuple[str, int, str]] = field(default_factory=Counter)
-
-    def total(
-        self, which: str, *, engine: str | None = None, priority: int | None = None, run: str | None = None
-    ) -> int:
-        counts: Counter[tuple[str, int, str]] = getattr(self, which)
-        return sum(
-            n
-            for (e, p, r), n in counts.items()
-            if (engine is None or e == engine) and (priority is None or p == priority) and (run is None or r == run)
-        )
-
-
 class Metrics:
-    """Collects request samples and live counts for one scheduler; `snapshot()` turns them into figures."""
+    """Samples of finished requests for one scheduler, and its live requests read from its tickets (`slots`, set by
+    the scheduler); `snapshot()` turns them into figures."""
 
     def __init__(self, window: int = SAMPLE_WINDOW) -> None:
         self._samples: deque[RequestSample] = deque(maxlen=window)
-        self._live = _Live()
+        self.slots: list[Any] = []  # objects with a `tickets` set: the scheduler's engine slots
         self._lock = threading.Lock()  # snapshots may be taken from the Prometheus server's thread
         _INSTANCES.add(self)
 
     # ---- recording -----------------------------------------------------------------------------------------------
-    def queued(self, engine: str, priority: int, run_id: str, delta: int) -> None:
-        self._bump(self._live.queued, (engine, priority, run_id), delta)
-
-    def in_flight(self, engine: str, priority: int, run_id: str, delta: int) -> None:
-        self._bump(self._live.in_flight, (engine, priority, run_id), delta)
 
     def observe(self, sample: RequestSample) -> None:
         with self._lock:
@@ -168,12 +146,6 @@ class Metrics:
         with self._lock:
             self._samples.clear()
 
-    def _bump(self, counts: Counter[tuple[str, int, str]], key: tuple[str, int, str], delta: int) -> None:
-        with self._lock:
-            counts[key] += delta
-            if counts[key] <= 0:
-                del counts[key]
-
     # ---- reading -------------------------------------------------------------------------------------------------
     def samples(self) -> list[RequestSample]:
         with self._lock:
@@ -183,17 +155,21 @@ class Metrics:
         self, which: str, *, engine: str | None = None, priority: int | None = None, run: str | None = None
     ) -> int:
         """Live count of 'queued' or 'in_flight' requests, optionally for one engine, class or run."""
-        with self._lock:
-            return self._live.total(which, engine=engine, priority=priority, run=run)
+        return sum(
+            n
+            for (e, p, r), n in self.live_by(which).items()
+            if (engine is None or e == engine) and (priority is None or p == priority) and (run is None or r == run)
+        )
 
     def live_by(self, which: str) -> dict[tuple[str, int, str], int]:
-        with self._lock:
-            return dict(getattr(self._live, which))
+        """Live requests in one state ('queued' or 'in_flight') by (engine, priority, run), from the tickets."""
+        state = "running" if which == "in_flight" else which
+        tickets = [t for slot in self.slots for t in list(slot.tickets)]  # list(set): one step under the GIL
+        return dict(Counter((t.engine, t.priority, t.run_id) for t in tickets if t.state == state))
 
     def snapshot(self) -> MetricsSnapshot:
         samples = self.samples()
-        with self._lock:
-            queued, running = dict(self._live.queued), dict(self._live.in_flight)
+        queued, running = self.live_by("queued"), self.live_by("in_flight")
         keys = set(queued) | set(running)
 
         def live(pick: int, value: Any) -> tuple[int, int]:

@@ -238,7 +238,7 @@ async def test_thousand_subcalls_never_exceed_the_in_flight_limit() -> None:
     sampler.cancel()
     assert len(results) == 1000 and all(g.text.startswith("sub:") for g in results)
     assert engine.peak == 6, "sub-calls use max_in_flight - reserved_for_roots slots, never more"
-    assert max(seen) <= 8 and sched.slots[0].stats.peak_in_flight == 6
+    assert max(seen) <= 8 and sched.slots[0].peak_in_flight == 6
     assert sched.in_flight() == 0 and sched.queued() == 0
 
 
@@ -560,4 +560,4 @@ async def test_real_engine_in_flight_never_exceeds_the_limit(real_scheduler: Sch
     results = await asyncio.gather(*(sched.generate(_sub(f"L{i % 4}", f"Number {i}?", 1)) for i in range(18)))
     sampler.cancel()
     assert len(results) == 18 and all(g.completion_tokens == 1 for g in results)
-    assert max(seen) <= 3 and sched.slots[0].stats.peak_in_flight == 3, max(seen)
+    assert max(seen) <= 3 and sched.slots[0].peak_in_flight == 3, max(seen)

@@ -58,6 +58,7 @@ class Scheduler(Engine):
             name = _unique(getattr(engine, "name", "") or "engine", names)
             override = limits.get(name) if isinstance(limits, dict) else limits
             self._slots[id(engine)] = EngineSlot(engine, name, derive_limits(engine, override), self.metrics)
+        self.metrics.slots = list(self._slots.values())
         self.pools: dict[Pool, list[EngineSlot]] = {
             "root": [self._slots[id(e)] for e in root],
             "sub": [self._slots[id(e)] for e in (sub or root)],
@@ -177,7 +178,7 @@ def describe_slot(slot: EngineSlot) -> dict[str, Any]:
         "max_in_flight": slot.limits.max_in_flight,
         "reserved_for_roots": slot.limits.reserved_for_roots,
         "max_prompt_tokens": slot.limits.max_prompt_tokens,
-        "peak_in_flight": slot.stats.peak_in_flight,
+        "peak_in_flight": slot.peak_in_flight,
     }
 
 

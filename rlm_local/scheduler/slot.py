@@ -8,10 +8,11 @@ Why the caller's own task waits for admission and then runs the request in a chi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
 from rlm_local.metrics import Metrics, RequestSample
@@ -20,38 +21,27 @@ from rlm_local.scheduler.errors import RunAborted
 from rlm_local.scheduler.fair_queue import FairQueue
 from rlm_local.scheduler.priority import is_root_class
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(eq=False)
 class Ticket:
-    """A request waiting for (or holding) a place in an engine."""
+    """One request from submission to completion: the one record of what is queued and running (counts, aborts and
+    the live metrics are all read from tickets)."""
 
     request: GenerationRequest
+    engine: str
     priority: int
     tokens: int
     enqueued_at: float
     admitted: asyncio.Future[None]
+    state: Literal["queued", "running", "done"] = "queued"
     task: asyncio.Task[Generation] | None = None
     aborted: bool = False
-    released: bool = False
 
     @property
     def run_id(self) -> str:
         return self.request.run_id
-
-
-@dataclass
-class SlotStats:
-    """Live figures of one engine, for tables and routing."""
-
-    in_flight: int = 0
-    in_flight_tokens: int = 0
-    queued: int = 0
-    peak_in_flight: int = 0
-    admitted: int = 0
-    completed: int = 0
-    failed: int = 0
-    aborted: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class EngineSlot:
@@ -62,10 +52,10 @@ class EngineSlot:
         self.name = name
         self.limits = limits
         self.metrics = metrics
-        self.stats = SlotStats()
+        self.tickets: set[Ticket] = set()  # queued and running
+        self.peak_in_flight = 0
         self._queue: FairQueue[Ticket] = FairQueue()
-        self._running: dict[str, set[Ticket]] = {}
-        self._in_flight = 0
+        self._in_flight = 0  # running tickets and their prompt tokens, kept as sums for admission's hot path
         self._in_flight_tokens = 0
 
     # ---- figures -------------------------------------------------------------------------------------------------
@@ -82,23 +72,24 @@ class EngineSlot:
         return (self._in_flight + len(self._queue)) / self.limits.max_in_flight
 
     def requests_of(self, run_id: str) -> int:
-        return self._queue.count(run_id) + len(self._running.get(run_id, ()))
+        return sum(1 for ticket in self.tickets if ticket.run_id == run_id)
 
     # ---- requests ------------------------------------------------------------------------------------------------
     async def submit(self, request: GenerationRequest, priority: int, tokens: int) -> Generation:
         """Wait for admission, run in the engine, return its generation with `queue_s` = our wait + the engine's."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(request, priority, tokens, time.monotonic(), loop.create_future())
+        ticket = Ticket(request, self.name, priority, tokens, time.monotonic(), loop.create_future())
         self._queue.push(priority, request.run_id, ticket)
-        self.metrics.queued(self.name, priority, request.run_id, +1)
+        self.tickets.add(ticket)
         self._pump()
         try:
             await ticket.admitted
         except asyncio.CancelledError:
-            if ticket.admitted.done() and not ticket.admitted.cancelled() and ticket.admitted.exception() is None:
+            if ticket.state == "running":
                 self._release(ticket)  # admitted in the same loop step as the caller was cancelled
-            elif self._queue.remove(priority, request.run_id, ticket):
-                self.metrics.queued(self.name, priority, request.run_id, -1)
+            else:
+                self._queue.remove(priority, request.run_id, ticket)
+                self._finish(ticket)
             raise
         waited = time.monotonic() - ticket.enqueued_at
         if ticket.aborted:  # aborted between admission and this task resuming
@@ -115,14 +106,12 @@ class EngineSlot:
         except Exception as exc:
             if ticket.aborted:
                 raise RunAborted(request.run_id, "while it ran") from exc
-            self.stats.failed += 1
             self._record(ticket, waited, None)
             raise
         finally:
             self._release(ticket)
         if ticket.aborted:  # the engine finished it as 'abort' before the cancellation reached it
             raise RunAborted(request.run_id, "while it ran")
-        self.stats.completed += 1
         self._record(ticket, waited, generation)
         return dataclasses.replace(generation, queue_s=waited + generation.queue_s, engine=self.name)
 
@@ -130,10 +119,10 @@ class EngineSlot:
         """Drop the run's queued requests (their callers get `RunAborted`) and abort its running ones."""
         dropped = self._queue.drop_run(run_id)
         for ticket in dropped:
-            self.metrics.queued(self.name, ticket.priority, run_id, -1)
+            self._finish(ticket)
             if not ticket.admitted.done():
                 ticket.admitted.set_exception(RunAborted(run_id, "before it reached the engine"))
-        running = list(self._running.get(run_id, ()))
+        running = [t for t in self.tickets if t.run_id == run_id and t.state == "running"]
         for ticket in running:
             ticket.aborted = True
             if ticket.task is not None:
@@ -143,9 +132,10 @@ class EngineSlot:
             await asyncio.wait(tasks)
         for ticket in running:
             self._release(ticket)  # now, not when each caller wakes: the run holds nothing once this returns
-        with contextlib.suppress(Exception):
+        try:
             await self.engine.abort_run(run_id)  # whatever the engine still holds for the run
-        self.stats.aborted += len(dropped) + len(running)
+        except Exception as exc:
+            log.warning("engine %s could not abort run %s: %s", self.name, run_id, exc)
         return len(dropped) + len(running)
 
     # ---- admission -----------------------------------------------------------------------------------------------
@@ -164,35 +154,31 @@ class EngineSlot:
             if head is None:
                 return
             _, ticket = head
-            if ticket.admitted.done():  # its caller is gone (cancelled); removal follows in its task
+            if ticket.admitted.done():  # its caller is gone (cancelled)
                 self._queue.pop()
-                self.metrics.queued(self.name, ticket.priority, ticket.run_id, -1)
+                self._finish(ticket)
                 continue
             if not self._fits(ticket):
                 return
             self._queue.pop()
-            self.metrics.queued(self.name, ticket.priority, ticket.run_id, -1)
+            ticket.state = "running"  # held from now on, so abort_run sees it
             self._in_flight += 1
             self._in_flight_tokens += ticket.tokens
-            self.stats.admitted += 1
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, self._in_flight)
-            self.metrics.in_flight(self.name, ticket.priority, ticket.run_id, +1)
-            self._running.setdefault(ticket.run_id, set()).add(ticket)  # held from now on, so abort_run sees it
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             ticket.admitted.set_result(None)
 
     def _release(self, ticket: Ticket) -> None:
-        if ticket.released:
+        """A running ticket is done: its place goes to the next in the queue."""
+        if ticket.state != "running":
             return
-        ticket.released = True
-        running = self._running.get(ticket.run_id)
-        if running is not None:
-            running.discard(ticket)
-            if not running:
-                del self._running[ticket.run_id]
         self._in_flight -= 1
         self._in_flight_tokens -= ticket.tokens
-        self.metrics.in_flight(self.name, ticket.priority, ticket.run_id, -1)
+        self._finish(ticket)
         self._pump()
+
+    def _finish(self, ticket: Ticket) -> None:
+        ticket.state = "done"
+        self.tickets.discard(ticket)
 
     def _record(self, ticket: Ticket, waited: float, generation: Generation | None) -> None:
         self.metrics.observe(
