@@ -245,7 +245,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.action == "build":
         print(sandbox_image.build_image(force=args.force))
     elif args.action == "gc":
-        removed = docker_sandbox.gc_containers(all=args.all)
+        removed = sandbox_image.gc_containers(all=args.all)
         print(f"removed {removed if isinstance(removed, int) else len(removed)} container(s)")
     else:
         print("docker engine: " + ("answering" if docker_sandbox.docker_available() else "not answering"))

@@ -1,4 +1,5 @@
-"""The sandbox image (set-up, not the run path): whether it is built from these sources, and building it.
+"""The sandbox's set-up and upkeep, not the run path: whether the image is built from these sources, building it,
+and removing containers whose host died before it could start them (`rlm-local sandbox gc`).
 
 The image is `sandbox/Dockerfile` with the REPL worker; an image built here carries the sha256 of those two files as a
 label, so that one built from another version of the worker is reported as outdated.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -19,14 +22,32 @@ from pathlib import Path
 from typing import Any
 
 from rlm_local.errors import SandboxError
-from rlm_local.repl.docker_sandbox import _client, _is_not_found, _short
-from rlm_local.repl.worker_files import SANDBOX_FILES, sandbox_dir
+from rlm_local.repl.docker_sandbox import LABEL, LABEL_HOST, LABEL_PID, _client, _is_not_found, _short
+
+log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "rlm-local-sandbox:latest"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"  # the Dockerfile's default, for hosts that can reach a registry
 OFFLINE_BASE_IMAGE = "rlm-local-base:bookworm"  # built by scripts/build_sandbox_image.sh with debootstrap
 WORKER_PATH = "/opt/rlm/repl_worker.py"  # where sandbox/Dockerfile puts the worker
 LABEL_DIGEST = "rlm-local.source-digest"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# What the sandbox image is built from, in digest order (scripts/build_sandbox_image.sh hashes the same files).
+SANDBOX_FILES = ("Dockerfile", "repl_worker.py", "rlm_helpers.py", "seccomp_filter.py")
+
+
+def worker_script() -> Path:
+    """The worker is `sandbox/repl_worker.py`; wheels carry a copy inside the package."""
+    for candidate in (_PACKAGE_DIR / "_sandbox" / "repl_worker.py", _PACKAGE_DIR.parent / "sandbox" / "repl_worker.py"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("the REPL worker sandbox/repl_worker.py is missing from this installation")
+
+
+def sandbox_dir() -> Path:
+    """The folder holding the Dockerfile and the worker."""
+    return worker_script().parent
+
 
 BUILD_HINT = "build it with `rlm-local sandbox build` (or `bash scripts/build_sandbox_image.sh`)"
 
@@ -152,3 +173,29 @@ def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str
         ) from exc
     say(f"built {image}")
     return image
+
+
+def _owner_alive(labels: dict[str, str]) -> bool:
+    pid = labels.get(LABEL_PID, "")
+    return pid.isdigit() and int(pid) > 0 and Path(f"/proc/{pid}").exists()
+
+
+def gc_containers(*, all: bool = False, client: Any = None) -> list[str]:
+    """Remove sandbox containers whose owner process is gone (every sandbox container with `all=True`): those left
+    in `Created` by a host that died between creating and starting one. Another host's containers are left alone
+    unless `all` is set. Returns the removed names."""
+    client = client or _client()
+    removed, here = [], socket.gethostname()
+    for info in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
+        labels = info.get("Labels") or {}
+        if not all and (labels.get(LABEL_HOST, here) != here or _owner_alive(labels)):
+            continue
+        name = (info.get("Names") or ["/" + info["Id"][:12]])[0].lstrip("/")
+        try:
+            client.api.remove_container(info["Id"], force=True)
+        except Exception as exc:
+            if not _is_not_found(exc):
+                log.warning("cannot remove sandbox container %s: %s", name, _short(exc))
+                continue
+        removed.append(name)
+    return removed

@@ -31,11 +31,10 @@ from rlm_local.repl.docker_sandbox import (
     _client,
     _owner_labels,
     docker_available,
-    gc_containers,
 )
 from rlm_local.repl.sandbox import SOCKET_NAME
 from rlm_local.repl.session import CellResult, ContextFile, ReplSession
-from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status
+from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, gc_containers, image_status
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 

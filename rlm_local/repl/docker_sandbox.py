@@ -2,9 +2,9 @@
 
 The worker connects to the host's socket at boot and the container runs with `auto_remove`: a host that exits or is
 killed (SIGKILL included) closes the socket, the worker exits, Docker removes the container. Nothing outlives its host
-by construction; `gc` is for a container created but never started. The one mount is the channel folder, read-only
-and empty once the worker is connected. The SDK blocks: calls run in threads, one thread keeps the warm pool full and
-one reads the engine's events (an auto-removed container cannot be inspected once it is gone).
+by construction; `rlm-local sandbox gc` is for a container created but never started. The one mount is the channel
+folder, read-only and empty once the worker is connected. The SDK blocks: calls run in threads, one thread keeps the
+warm pool full and one reads the engine's events (an auto-removed container cannot be inspected once it is gone).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from rlm_local.errors import SandboxError
 from rlm_local.repl.sandbox import Sandbox, WorkerSlot, accept_worker, listen_in
 
-__all__ = ["DockerSandbox", "DockerSlot", "docker_available", "gc_containers"]
+__all__ = ["DockerSandbox", "DockerSlot", "docker_available"]
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,6 @@ class DockerSlot(WorkerSlot):
         if self.removed or not self.sandbox:
             return "container removed"
         return await asyncio.to_thread(self.sandbox._exit_reason, self.container_id)
-
-    def describe(self) -> str:
-        return f"container {self.name}"
 
 
 class DockerSandbox(Sandbox):
@@ -158,34 +155,34 @@ class DockerSandbox(Sandbox):
     # ---- setup -------------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Blocking: check the engine, the image and the runtime once; SandboxError saying what to do if not."""
+        from rlm_local.sandbox_image import require_image
+
         with self._prepare_lock:
             if self._closed:
                 raise SandboxError("this Docker sandbox is closed")
-            if not self._prepared:
-                self._prepare()
-
-    def _prepare(self) -> None:
-        from rlm_local.sandbox_image import require_image
-
-        api = self._api()
-        if self.check_image:
-            require_image(self.image, self._client)
-        runtimes = (api.info() or {}).get("Runtimes") or {}
-        if self.runtime and self.runtime not in runtimes:
-            raise SandboxError(
-                f"the container runtime {self.runtime!r} is not registered with the Docker engine (it knows "
-                f"{', '.join(sorted(runtimes)) or 'none'}); {GVISOR_HINT}"
+            if self._prepared:
+                return
+            api = self._api()
+            if self.check_image:
+                require_image(self.image, self._client)
+            runtimes = (api.info() or {}).get("Runtimes") or {}
+            if self.runtime and self.runtime not in runtimes:
+                raise SandboxError(
+                    f"the container runtime {self.runtime!r} is not registered with the Docker engine (it knows "
+                    f"{', '.join(sorted(runtimes)) or 'none'}); {GVISOR_HINT}"
+                )
+            if self.root is not None:
+                self.root.mkdir(parents=True, exist_ok=True)
+            # Subscribed before the first container starts, so that no exit is missed.
+            self._events = api.events(
+                filters={"label": f"{LABEL_TAG}={self.tag}", "event": ["die", "oom"]}, decode=True
             )
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-        # Subscribed before the first container starts, so that no exit is missed.
-        self._events = api.events(filters={"label": f"{LABEL_TAG}={self.tag}", "event": ["die", "oom"]}, decode=True)
-        threading.Thread(target=self._watch_exits, name="rlm-docker-events", daemon=True).start()
-        if self.pool_size:
-            self._refill_thread = threading.Thread(target=self._refill_loop, name="rlm-docker-pool", daemon=True)
-            self._refill_thread.start()
-        atexit.register(self.close_sync)  # a host that returns or raises removes its containers at once
-        self._prepared = True
+            threading.Thread(target=self._watch_exits, name="rlm-docker-events", daemon=True).start()
+            if self.pool_size:
+                self._refill_thread = threading.Thread(target=self._refill_loop, name="rlm-docker-pool", daemon=True)
+                self._refill_thread.start()
+            atexit.register(self.close_sync)  # a host that returns or raises removes its containers at once
+            self._prepared = True
 
     async def start(self, *, wait: bool = True, timeout_s: float = 120.0) -> None:
         """Check the engine and image and start filling the pool; with `wait`, until it is full."""
@@ -352,7 +349,7 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-# ---- the engine, who owns a container, and gc -----------------------------------------------------------------------
+# ---- the engine, and who owns a container ---------------------------------------------------------------------------
 def _client(timeout: float = 60.0) -> Any:
     """A Docker client that answers a ping, or SandboxError saying how to start an engine (or that the SDK is missing;
     it is imported here, so that `--sandbox process` works without it)."""
@@ -390,29 +387,3 @@ def _is_not_found(exc: BaseException) -> bool:
 
 def _owner_labels() -> dict[str, str]:
     return {LABEL: "1", LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
-
-
-def _owner_alive(labels: dict[str, str]) -> bool:
-    pid = labels.get(LABEL_PID, "")
-    return pid.isdigit() and int(pid) > 0 and Path(f"/proc/{pid}").exists()
-
-
-def gc_containers(*, all: bool = False, client: Any = None) -> list[str]:
-    """Remove sandbox containers whose owner process is gone (every sandbox container with `all=True`): those left
-    in `Created` by a host that died between creating and starting one. Another host's containers are left alone
-    unless `all` is set. Returns the removed names."""
-    client = client or _client()
-    removed, here = [], socket.gethostname()
-    for info in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
-        labels = info.get("Labels") or {}
-        if not all and (labels.get(LABEL_HOST, here) != here or _owner_alive(labels)):
-            continue
-        name = (info.get("Names") or ["/" + info["Id"][:12]])[0].lstrip("/")
-        try:
-            client.api.remove_container(info["Id"], force=True)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                log.warning("cannot remove sandbox container %s: %s", name, _short(exc))
-                continue
-        removed.append(name)
-    return removed

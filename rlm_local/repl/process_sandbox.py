@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlm_local.repl.sandbox import SOCKET_NAME, Sandbox, WorkerSlot, accept_worker, listen_in
-from rlm_local.repl.worker_files import worker_script
+from rlm_local.sandbox_image import worker_script
 
 
-def describe_returncode(code: int) -> str:
+def describe_returncode(code: int | None) -> str | None:
+    if code is None:
+        return None
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         return f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
@@ -44,11 +46,7 @@ class ProcessSlot(WorkerSlot):
             return None
         with contextlib.suppress(subprocess.TimeoutExpired):  # asked after a fault: give a dying process a moment
             await asyncio.to_thread(self.process.wait, 0.5)
-        code = self.process.poll()
-        return None if code is None else describe_returncode(code)
-
-    def describe(self) -> str:
-        return f"process {self.process.pid if self.process else '?'}"
+        return describe_returncode(self.process.poll())
 
 
 class ProcessSandbox(Sandbox):
@@ -77,7 +75,7 @@ class ProcessSandbox(Sandbox):
             start_new_session=True,  # a Ctrl-C in the terminal reaches the host, which then stops the worker
         )
         try:
-            sock = accept_worker(listener, folder, self.connect_timeout_s, lambda: _reason(process.poll()))
+            sock = accept_worker(listener, folder, self.connect_timeout_s, lambda: describe_returncode(process.poll()))
         except BaseException:
             process.kill()
             process.wait()
@@ -90,7 +88,3 @@ class ProcessSandbox(Sandbox):
         slots, self._slots = self._slots, set()
         for slot in slots:
             await slot.kill()
-
-
-def _reason(code: int | None) -> str | None:
-    return None if code is None else describe_returncode(code)

@@ -41,9 +41,6 @@ class WorkerSlot(abc.ABC):
     async def exit_reason(self) -> str | None:
         """Why the worker stopped ('out of memory', 'exit code 1', ...), or None while it runs."""
 
-    def describe(self) -> str:
-        return type(self).__name__
-
 
 class Sandbox(abc.ABC):
     """A source of workers; `isolated` says whether model code is kept away from the host."""

@@ -68,13 +68,12 @@ class ReplSession:
         interrupt_grace_s: float = 2.0,
         label: str = "",
     ) -> None:
-        self.sandbox = sandbox
-        self.context = context
-        self.subcalls = subcalls
-        self.cell_timeout_s = cell_timeout_s
-        self.start_timeout_s = start_timeout_s
-        self.interrupt_grace_s = interrupt_grace_s
-        self.label = label
+        self.sandbox, self.context, self.subcalls, self.label = sandbox, context, subcalls, label
+        self.cell_timeout_s, self.start_timeout_s, self.interrupt_grace_s = (
+            cell_timeout_s,
+            start_timeout_s,
+            (interrupt_grace_s),
+        )
         self.restarts = 0
         self.context_chars: int | None = None
         self._slot: WorkerSlot | None = None
@@ -254,24 +253,21 @@ def _send_with_context(sock: socket.socket, message: dict[str, Any], context: Co
 
 
 def _cell_result(message: dict[str, Any]) -> CellResult:
-    def text(key: str) -> str:
-        value = message.get(key)
-        return value if isinstance(value, str) else ""
-
-    def number(key: str, default: float = 0) -> float:
-        value = message.get(key)
-        return value if isinstance(value, int | float) and not isinstance(value, bool) else default
-
-    error = message.get("error")
-    final = message.get("final")
+    """The worker's result, each field of the right type (an untrusted worker's other values are dropped)."""
+    texts = {k: v for k in ("stdout", "stderr", "error", "final") if isinstance(v := message.get(k), str)}
+    numbers = {
+        k: v
+        for k in ("stdout_chars", "stderr_chars", "elapsed_s")
+        if isinstance(v := message.get(k), int | float) and not isinstance(v, bool)
+    }
     return CellResult(
-        stdout=text("stdout"),
-        stdout_chars=int(number("stdout_chars", len(text("stdout")))),
-        stderr=text("stderr"),
-        stderr_chars=int(number("stderr_chars", len(text("stderr")))),
-        error=error if isinstance(error, str) else None,
-        elapsed_s=float(number("elapsed_s")),
-        final=final if isinstance(final, str) else None,
+        stdout=texts.get("stdout", ""),
+        stdout_chars=int(numbers.get("stdout_chars", len(texts.get("stdout", "")))),
+        stderr=texts.get("stderr", ""),
+        stderr_chars=int(numbers.get("stderr_chars", len(texts.get("stderr", "")))),
+        error=texts.get("error"),
+        elapsed_s=float(numbers.get("elapsed_s", 0.0)),
+        final=texts.get("final"),
     )
 
 
