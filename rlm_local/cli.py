@@ -160,12 +160,15 @@ def _config_from_args(args: argparse.Namespace) -> RLMConfig:
 
 
 def check_models(config: RLMConfig) -> None:
-    """An unknown model is an error before an engine spends a minute starting."""
-    from rlm_local.models import resolve_model
+    """An unknown model, or a model folder that is not there, is an error before an engine spends a minute starting
+    (each engine resolves its model, and prepares a missing catalog model, once, when it starts)."""
+    from rlm_local.deployment import deployment_of
+    from rlm_local.models import check_model
 
-    for engine in (config.root, config.sub):
-        if engine is not None and engine.backend == "vllm":
-            resolve_model(engine.model)
+    deployment = deployment_of(config)
+    for spec in deployment.engines:
+        if spec.backend == "vllm":
+            check_model(deployment.replica_configs(spec)[0].model)
 
 
 def read_context_arg(value: str) -> Any:
@@ -226,11 +229,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from rlm_local import models
+    from rlm_local import model_catalog, models
 
     if args.action == "prepare":
-        for name in args.names or [models.DEFAULT_MODEL]:
-            print(models.prepare_model(name))
+        for name in args.names or [model_catalog.DEFAULT_MODEL]:
+            print(model_catalog.prepare_model(name))
         return 0
     for row in models.list_models():
         state = "prepared" if row.prepared else "not prepared (rlm-local models prepare " + row.alias + ")"

@@ -23,9 +23,9 @@ class EngineConfig(BaseModel):
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # on a GPU: this engine's share of its memory
     dtype: str = "auto"
-    cpu_kv_cache_gib: float = 4.0
+    cpu_kv_cache_gib: float = Field(4.0, gt=0)  # on CPU: this engine's KV cache (VLLM_CPU_KVCACHE_SPACE)
     enforce_eager: bool | None = None
     enable_prefix_caching: bool = True
     scheduling_policy: Literal["priority", "fcfs"] = "priority"

@@ -14,14 +14,15 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rlm_local.config import EngineConfig
+from rlm_local.config import EngineConfig, RLMConfig
 from rlm_local.engines.base import Engine
 from rlm_local.errors import ConfigError, EngineError
 from rlm_local.metrics import summarize
+from rlm_local.models import DEFAULT_MODEL
 from rlm_local.scheduler import LimitOverrides, Scheduler, is_root_class
 
 log = logging.getLogger(__name__)
@@ -41,36 +42,37 @@ class ModelSpec(BaseModel):
     dtype: str = "auto"
 
 
-class EngineSpec(BaseModel):
-    """A group of identical replicas: in-process vLLM engines (`replicas`), or remote servers (one per URL)."""
+class EngineSpec(EngineConfig):
+    """A group of identical replicas: in-process vLLM engines (`replicas`), or remote servers (one per URL).
 
-    model_config = ConfigDict(extra="forbid")
+    Every `EngineConfig` field applies to each replica; `model` may also name a [models] entry, which fills what the
+    engine leaves unset. What only a deployment has is added here.
+    """
 
     name: str
-    model: str | None = None  # a key of [models], or a model spec directly; None: the default catalog model
-    backend: Literal["vllm", "openai"] = "vllm"
     replicas: int = Field(1, ge=1)
     urls: list[str] = Field(default_factory=list)  # backend 'openai': e.g. ["http://10.0.0.5:8000/v1"]
     gpus: list[str] | None = None  # backend 'vllm': CUDA_VISIBLE_DEVICES per replica, e.g. ["0", "1"]
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    cpu_kv_cache_gib: float | None = Field(None, gt=0)
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    enforce_eager: bool | None = None
-    enable_prefix_caching: bool = True
-    scheduling_policy: Literal["priority", "fcfs"] = "priority"
-    api_key: str | None = None
     api_key_env: str | None = None  # read the key from this environment variable instead of the file
-    request_timeout_s: float = 600.0
-    seed: int = 0
     max_in_flight: int | None = None  # scheduler limits for these replicas (override [scheduler])
     reserved_for_roots: int | None = None
     max_prompt_tokens: int | None = None
-    extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: EngineConfig, name: str) -> EngineSpec:
+        """One engine of an `RLMConfig` as a one-replica spec; a remote engine's base_url becomes its one URL."""
+        remote = config.backend == "openai"
+        if remote and not config.base_url:
+            raise ConfigError(
+                f"the {name} engine is remote (backend 'openai') and needs base_url, e.g. http://127.0.0.1:8000/v1"
+            )
+        urls = [config.base_url] if remote and config.base_url else []
+        return cls(name=name, urls=urls, **config.model_dump(exclude={"base_url"}))
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
+        if self.base_url:
+            raise ValueError(f"engine {self.name!r}: list remote servers in urls = [...], not base_url")
         if self.backend == "openai":
             if not self.urls:
                 raise ValueError(f"engine {self.name!r}: a remote engine needs urls = ['http://HOST:PORT/v1', ...]")
@@ -141,39 +143,27 @@ class Deployment(BaseModel):
     def model_of(self, spec: EngineSpec) -> ModelSpec:
         if spec.model and spec.model in self.models:
             return self.models[spec.model]
-        return ModelSpec(model=spec.model or "qwen2.5-coder-0.5b-instruct")
+        return ModelSpec(model=spec.model or DEFAULT_MODEL)
 
     def roles_of(self, name: str) -> list[str]:
         roles = self.resolved_roles()
         return [role for role, engine in (("root", roles.root), ("sub", roles.sub)) if engine == name]
 
     def replica_configs(self, spec: EngineSpec) -> list[EngineConfig]:
-        """One `EngineConfig` per replica (the lead's engines start from these)."""
-        model = self.model_of(spec)
-        api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else spec.api_key
-        common: dict[str, Any] = {
-            "model": model.model,
-            "backend": spec.backend,
-            "api_key": api_key,
-            "served_model_name": model.served_model_name,
-            "max_model_len": spec.max_model_len or model.max_model_len,
-            "max_num_seqs": spec.max_num_seqs,
-            "max_num_batched_tokens": spec.max_num_batched_tokens,
-            "dtype": model.dtype,
-            "enforce_eager": spec.enforce_eager,
-            "enable_prefix_caching": spec.enable_prefix_caching,
-            "scheduling_policy": spec.scheduling_policy,
-            "seed": spec.seed,
-            "request_timeout_s": spec.request_timeout_s,
-            "extra_engine_args": dict(spec.extra_engine_args),
-        }
-        if spec.gpu_memory_utilization is not None:
-            common["gpu_memory_utilization"] = spec.gpu_memory_utilization
-        if spec.cpu_kv_cache_gib is not None:
-            common["cpu_kv_cache_gib"] = spec.cpu_kv_cache_gib
+        """One `EngineConfig` per replica (the lead's engines start from these): the spec's own fields, with its
+        [models] entry (when `model` names one) filling what the spec leaves unset."""
+        fields = spec.model_dump(include=set(EngineConfig.model_fields) - {"base_url"})
+        named = self.models.get(spec.model) if spec.model else None
+        if named is not None:
+            fields["model"] = named.model
+            for key in ("served_model_name", "max_model_len", "dtype"):
+                if key not in spec.model_fields_set or fields[key] is None:
+                    fields[key] = getattr(named, key)
+        if spec.api_key_env:
+            fields["api_key"] = os.environ.get(spec.api_key_env)
         if spec.backend == "openai":
-            return [EngineConfig(**common, base_url=url) for url in spec.urls]
-        return [EngineConfig(**common) for _ in range(spec.replicas)]
+            return [EngineConfig(**fields, base_url=url) for url in spec.urls]
+        return [EngineConfig(**fields) for _ in range(spec.replicas)]
 
     def limit_overrides(self) -> dict[str, LimitOverrides]:
         """Scheduler limits per replica name."""
@@ -191,15 +181,16 @@ class Deployment(BaseModel):
                 limits[name] = override
         return limits
 
-    def gpu_shares(self) -> dict[str, float]:
-        """GPU memory claimed by in-process engines, per GPU set ('default': the visible GPUs, shared)."""
-        shares: dict[str, float] = {}
+    def gpu_shares(self) -> dict[str, tuple[float, int]]:
+        """GPU memory claimed by in-process engines, and how many claim it, per GPU set ('default': the visible
+        GPUs, shared)."""
+        shares: dict[str, tuple[float, int]] = {}
         for spec in self.engines:
             if spec.backend != "vllm":
                 continue
-            share = spec.gpu_memory_utilization if spec.gpu_memory_utilization is not None else 0.85
             for gpu in spec.gpus or ["default"] * spec.replicas:
-                shares[gpu] = shares.get(gpu, 0.0) + share
+                share, engines = shares.get(gpu, (0.0, 0))
+                shares[gpu] = (share + spec.gpu_memory_utilization, engines + 1)
         return shares
 
 
@@ -223,6 +214,17 @@ def load_deployment(path: str | Path) -> Deployment:
     return parse_deployment(data, str(path))
 
 
+def deployment_of(config: RLMConfig) -> Deployment:
+    """The engines a run config asks for: its deployment file, else its root engine (and sub engine, when it has
+    one) as a deployment of one (or two) engines, so that every engine starts through `build_engines`."""
+    if config.deployment is not None:
+        return load_deployment(config.deployment)
+    engines = [EngineSpec.of(config.root, "root")]
+    if config.sub is not None:
+        engines.append(EngineSpec.of(config.sub, "sub"))
+    return Deployment(engines=engines, roles=Roles(root="root", sub="sub" if config.sub is not None else None))
+
+
 def default_deployment() -> Deployment:
     """One in-process engine with the default model answering root turns and sub-calls."""
     return Deployment(engines=[EngineSpec(name="local")])
@@ -231,8 +233,8 @@ def default_deployment() -> Deployment:
 def check_memory_split(deployment: Deployment) -> None:
     """On a GPU, in-process engines sharing it must split its memory explicitly (vLLM's gpu_memory_utilization
     is a share of the whole GPU per engine, so two engines at the default 0.85 cannot both start)."""
-    for gpu, share in deployment.gpu_shares().items():
-        if share > MAX_GPU_SHARE:
+    for gpu, (share, engines) in deployment.gpu_shares().items():
+        if engines > 1 and share > MAX_GPU_SHARE:
             where = "the visible GPU(s)" if gpu == "default" else f"GPU {gpu}"
             raise ConfigError(
                 f"in-process engines on {where} claim {share:.2f} of its memory together (at most {MAX_GPU_SHARE}): "
@@ -304,23 +306,20 @@ async def _start_remote(config: EngineConfig) -> Engine:
 
 
 async def _start_in_process(config: EngineConfig, gpu: str | None) -> Engine:
-    """Start a `VLLMEngine`; its worker processes inherit CUDA_VISIBLE_DEVICES and (on CPU) the KV-cache size set
-    here, so each replica gets its own GPU and each engine its own cache size."""
+    """Start a `VLLMEngine`; its worker processes inherit CUDA_VISIBLE_DEVICES set here, so each replica gets its
+    own GPU (the engine sets its own KV-cache size the same way while it starts)."""
     from rlm_local.engines.vllm_engine import VLLMEngine
 
-    saved = {key: os.environ.get(key) for key in ("CUDA_VISIBLE_DEVICES", "VLLM_CPU_KVCACHE_SPACE")}
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    if saved["VLLM_CPU_KVCACHE_SPACE"] is None:  # a value the user exported wins, as in the engine itself
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(config.cpu_kv_cache_gib)))
     try:
         return await VLLMEngine.start(config)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 # ---- visibility --------------------------------------------------------------------------------------------------

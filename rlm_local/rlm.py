@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_local.budget import BudgetExceeded, RunBudget
-from rlm_local.config import EngineConfig, RLMConfig
+from rlm_local.config import RLMConfig
 from rlm_local.context import ContextInput, PreparedContext, prepare_context
 from rlm_local.engines.base import Engine
 from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
@@ -28,17 +28,6 @@ from rlm_local.trajectory import EventListener, Trajectory
 
 log = logging.getLogger(__name__)
 UNWIND_TIMEOUT_S = 30.0  # how long an interrupted run may take to abort its requests and stop its cells
-
-
-async def start_engine(config: EngineConfig) -> Engine:
-    """An engine for one config: in-process vLLM, or a remote OpenAI-compatible server."""
-    if config.backend == "openai":
-        from rlm_local.engines.openai_engine import OpenAIEngine
-
-        return await OpenAIEngine.start(config)
-    from rlm_local.engines.vllm_engine import VLLMEngine
-
-    return await VLLMEngine.start(config)
 
 
 def make_sandbox(config: RLMConfig) -> Sandbox:
@@ -102,18 +91,11 @@ class RLM:
         return self
 
     async def _start_scheduler(self) -> Scheduler:
-        """A deployment file's engines, or the config's root (and sub) engine, one after the other."""
-        if self.config.deployment is not None:
-            from rlm_local.deployment import build_engines, load_deployment
+        """The config's engines, started the one way every deployment is: its deployment file, or its root (and sub)
+        engine as a deployment of one (or two). In-process engines without a log file log where the root does."""
+        from rlm_local.deployment import build_engines, deployment_of
 
-            return await build_engines(load_deployment(self.config.deployment), log_file=self.config.root.log_file)
-        root = await start_engine(self.config.root)
-        try:
-            sub = await start_engine(self.config.sub) if self.config.sub is not None else root
-        except BaseException:
-            await root.close()
-            raise
-        return Scheduler([root], [sub], owns_engines=True)
+        return await build_engines(deployment_of(self.config), log_file=self.config.root.log_file)
 
     async def aclose(self) -> None:
         owned, self._owned = self._owned, []

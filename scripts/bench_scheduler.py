@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlm_local.deployment import Deployment, EngineSpec, ModelSpec, build_engines, load_deployment
+from rlm_local.deployment import Deployment, EngineSpec, build_engines, load_deployment
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
 from rlm_local.engines.engine_log import new_log_path
 from rlm_local.metrics import percentile
@@ -127,11 +127,11 @@ async def phase(sched: Scheduler, runs: int, args: argparse.Namespace, seed: int
 
 def one_engine(args: argparse.Namespace) -> Deployment:
     return Deployment(
-        models={"m": ModelSpec(model=args.model, dtype=args.dtype)},
         engines=[
             EngineSpec(
                 name="local",
-                model="m",
+                model=args.model,
+                dtype=args.dtype,
                 max_model_len=args.max_model_len,
                 max_num_seqs=args.max_num_seqs,
                 cpu_kv_cache_gib=args.kv_gib,

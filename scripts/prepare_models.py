@@ -18,7 +18,8 @@ except ImportError:  # a plain checkout: import the package from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlm_local.errors import ModelError
-from rlm_local.models import CATALOG, DEFAULT_MODEL, list_models, model_cache_dir, prepare_model
+from rlm_local.model_catalog import CATALOG, DEFAULT_MODEL, model_cache_dir, prepare_model
+from rlm_local.models import list_models
 
 
 def main(argv: list[str] | None = None) -> int:

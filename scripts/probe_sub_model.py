@@ -24,10 +24,10 @@ import rlm_helpers
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
 from rlm_local.engines.engine_log import new_log_path
+from rlm_local.engines.vllm_engine import VLLMEngine
 from rlm_local.eval.families.records import SCHEMES, record_text
 from rlm_local.eval.scoring import score_answer
 from rlm_local.eval.tasks import make_task
-from rlm_local.rlm import start_engine
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 
 READING_FAMILIES = ("needle", "multihop", "codeqa")
@@ -48,7 +48,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     config = EngineConfig(model=args.model, max_model_len=args.max_model_len, log_file=new_log_path())
-    engine = await start_engine(config)  # its logs go to a file: stdout is the results alone
+    engine = await VLLMEngine.start(config)  # its logs go to a file: stdout is the results alone
     loop = asyncio.get_running_loop()
 
     async def ask(prompt: str) -> str:

