@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rlm_local.config import EngineConfig, RLMConfig
 from rlm_local.engines.base import Engine
 from rlm_local.errors import ConfigError, EngineError
-from rlm_local.metrics import summarize
 from rlm_local.models import DEFAULT_MODEL
 from rlm_local.scheduler import LimitOverrides, Scheduler, is_root_class
+from rlm_local.scheduler.metrics import summarize
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ async def build_engines(deployment: Deployment, *, log_file: Path | None = None)
         owns_engines=True,
     )
     if deployment.scheduler.metrics_port is not None:
-        from rlm_local.metrics import start_metrics_server
+        from rlm_local.scheduler.metrics import start_metrics_server
 
         scheduler.metrics_server = start_metrics_server(deployment.scheduler.metrics_port)
     return scheduler

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlm_local.deployment import Deployment, EngineSpec, build_engines, load_deployment
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
 from rlm_local.engines.engine_log import new_log_path
-from rlm_local.metrics import percentile
 from rlm_local.scheduler import Scheduler, is_root_class
+from rlm_local.scheduler.metrics import percentile
 
 SYSTEM = (
     "You are the root model of a Recursive Language Model. The context is stored in the variable `context` of a "

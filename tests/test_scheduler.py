@@ -21,7 +21,6 @@ from rlm_local.deployment import (
 )
 from rlm_local.engines.base import Engine, Generation, GenerationRequest, SamplingOptions
 from rlm_local.errors import ConfigError, EngineError
-from rlm_local.metrics import percentile, start_metrics_server
 from rlm_local.scheduler import (
     AdmissionLimits,
     FairQueue,
@@ -32,6 +31,7 @@ from rlm_local.scheduler import (
     derive_limits,
     priority_of,
 )
+from rlm_local.scheduler.metrics import percentile, start_metrics_server
 
 ON_ENGINE_LOOP = pytest.mark.asyncio(loop_scope="module")  # the module-scoped engine lives on the module's loop
 

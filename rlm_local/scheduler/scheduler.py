@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
 from rlm_local.errors import ConfigError
-from rlm_local.metrics import Metrics, MetricsServer, MetricsSnapshot
 from rlm_local.scheduler.admission import LimitOverrides, derive_limits, estimate_prompt_tokens
+from rlm_local.scheduler.metrics import Metrics, MetricsServer, MetricsSnapshot
 from rlm_local.scheduler.priority import priority_of
 from rlm_local.scheduler.router import Router
 from rlm_local.scheduler.slot import EngineSlot

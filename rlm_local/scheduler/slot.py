@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
-from rlm_local.metrics import Metrics, RequestSample
 from rlm_local.scheduler.admission import AdmissionLimits
 from rlm_local.scheduler.errors import RunAborted
 from rlm_local.scheduler.fair_queue import FairQueue
+from rlm_local.scheduler.metrics import Metrics, RequestSample
 from rlm_local.scheduler.priority import is_root_class
 
 log = logging.getLogger(__name__)
