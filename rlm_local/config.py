@@ -20,9 +20,9 @@ class EngineConfig(BaseModel):
     base_url: str | None = None  # remote backend: e.g. http://127.0.0.1:8000/v1
     api_key: str | None = None
     served_model_name: str | None = None  # remote backend: the name the server knows the model by
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = Field(None, ge=16)  # the window in tokens
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=16)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # on a GPU: this engine's share of its memory
     dtype: str = "auto"
     cpu_kv_cache_gib: float = Field(4.0, gt=0)  # on CPU: this engine's KV cache (VLLM_CPU_KVCACHE_SPACE)
@@ -30,7 +30,7 @@ class EngineConfig(BaseModel):
     enable_prefix_caching: bool = True
     scheduling_policy: Literal["priority", "fcfs"] = "priority"
     seed: int = 0
-    request_timeout_s: float = 600.0
+    request_timeout_s: float = Field(600.0, gt=0)
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
     log_file: Path | None = None  # in-process vLLM: its logs, and its engine processes' stderr, go here; None: stderr
 

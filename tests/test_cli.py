@@ -82,6 +82,21 @@ def test_invalid_budget(tmp_path: Path, flag: str):
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--cell-timeout", "-1"], "cell_timeout_s"),
+        (["--cell-timeout", "0"], "cell_timeout_s"),
+        (["--samples", "0"], "samples"),
+        (["--max-model-len", "-5"], "max_model_len"),
+    ],
+)
+def test_invalid_non_budget_flags_are_clear_errors(tmp_path: Path, flags: list[str], fragment: str):
+    ctx = tmp_path / "c.txt"
+    ctx.write_text("some text")
+    assert_clear_error(cli("run", "--context", str(ctx), "--query", "q", *flags), fragment)
+
+
 def test_models_lists_the_catalog(capsys):
     from rlm_local.cli import main
     from rlm_local.models import CATALOG, DEFAULT_MODEL
