@@ -1,4 +1,4 @@
-"""`rlm-local batch` on the real engine and Docker sandbox: 20 jobs, killed with SIGKILL mid-batch, rerun: every job
+"""`rlm-local batch` on the real engine and Docker sandbox: 10 jobs, killed with SIGKILL mid-batch, rerun: every job
 once, each with its own answer."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
-    tasks = [needle_task(seed, chars=2_000) for seed in range(20)]
+    tasks = [needle_task(seed, chars=2_000) for seed in range(10)]
     jobs = tmp_path / "jobs.jsonl"
     for i, task in enumerate(tasks):
         (tmp_path / f"doc-{i}.txt").write_text(task.context)

@@ -18,7 +18,7 @@ from rlm_local.models import resolve_model
 from rlm_local.synthetic import needle_task
 
 pytestmark = pytest.mark.engine
-JOBS = 30
+JOBS = 12
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_ray_batch_gives_the_local_batchs_answers(tmp_path: Path, vllm_url: st
     right = [i for i, t in enumerate(tasks) if t.answer in (remote[f"job-{i}"]["answer"] or "")]
     print(f"ray vs local: {len(same)} of {JOBS} answers the same; {len(right)} of {JOBS} right on Ray")
     # vLLM's CPU kernels are not batch-invariant: a greedy reply can differ in its last bits, and then in a token,
-    # between a batch of 4 and one of 8, so one job in 30 may go another way (30/30 in 3 of 4 runs here, 29/30 once).
-    assert len(same) >= JOBS - 2, {i: (local[i]["answer"], remote[i]["answer"]) for i in local if i not in same}
+    # between a batch of 4 and one of 8, so a job may go another way (30/30 in 3 of 4 runs of 30 jobs here, 29/30 once).
+    assert len(same) >= JOBS - 1, {i: (local[i]["answer"], remote[i]["answer"]) for i in local if i not in same}
     assert len(right) >= JOBS // 2
-    assert "30 of 30 job(s) run now" in on_ray.stdout
+    assert f"{JOBS} of {JOBS} job(s) run now" in on_ray.stdout
