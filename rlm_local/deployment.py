@@ -9,7 +9,6 @@ docs/examples/*.toml.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import tomllib
@@ -282,8 +281,10 @@ async def build_engines(deployment: Deployment, *, log_file: Path | None = None)
     except BaseException:
         for engines in started.values():
             for engine in engines:
-                with contextlib.suppress(Exception):
+                try:
                     await engine.close()
+                except Exception as exc:  # the start's own error is the one raised
+                    log.warning("closing engine %s after a failed start: %s", engine.name, exc)
         raise
     roles = deployment.resolved_roles()
     scheduler = Scheduler(

@@ -252,8 +252,10 @@ class VLLMEngine(Engine):
     async def close(self) -> None:
         if self._llm is None:
             return
-        with contextlib.suppress(Exception):
+        try:
             self._llm.shutdown()
+        except Exception as exc:
+            log.warning("shutting down the engine of %s failed: %s", self.model, exc)
         # Drop the engine now: collected at interpreter exit, its __del__ fails noisily on a half-torn-down runtime.
         self._llm = None
         gc.collect()

@@ -9,7 +9,7 @@ scheduler only decides *when* a request reaches an engine and with which priorit
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,6 +20,8 @@ from rlm_local.scheduler.metrics import Metrics, MetricsServer, MetricsSnapshot
 from rlm_local.scheduler.priority import priority_of
 from rlm_local.scheduler.router import Router
 from rlm_local.scheduler.slot import EngineSlot
+
+log = logging.getLogger(__name__)
 
 Pool = Literal["root", "sub"]
 
@@ -102,8 +104,10 @@ class Scheduler(Engine):
         if not self.owns_engines:
             return
         for slot in reversed(self.slots):
-            with contextlib.suppress(Exception):
+            try:
                 await slot.engine.close()
+            except Exception as exc:  # the other engines still close
+                log.warning("closing engine %s failed: %s", slot.name, exc)
 
     # ---- scheduling ----------------------------------------------------------------------------------------------
     async def submit(self, pool: Pool, request: GenerationRequest) -> Generation:
