@@ -1,13 +1,10 @@
 """An `Engine` over a remote OpenAI-compatible server (`vllm serve`, SGLang, any chat endpoint), on the `openai` SDK.
 
-The SDK does the transport: pooled connections, timeouts, SSE parsing, and retries of connection failures and 5xx
-answers with backoff. This module adds what an RLM runtime needs on top: vLLM's `priority` and `cache_salt` in the
-request body, time to first token, aborting a run's requests (closing a stream makes vLLM abort it), context
-overflow as `PromptTooLong`, and every failure as an `EngineError` that names the server.
-
-Token counts in `Generation` come from the server's `usage` (`cached_tokens` needs vLLM's
-`--enable-prompt-tokens-details`); `count_tokens` uses the model's local tokenizer when there is one (same chat
-template as the server), else estimates chars/4.
+The SDK does the transport (pooled connections, timeouts, SSE, retries of connection failures and 5xx with
+backoff). Added here: vLLM's `priority` and `cache_salt` in the body, time to first token, aborting a run's requests
+(a closed stream makes vLLM abort), context overflow as `PromptTooLong`, and every failure as an `EngineError` that
+names the server. Token counts come from the server's `usage`; `count_tokens` uses the model's tokenizer when there
+is one (the server's chat template), else chars/4.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from rlm_local.errors import ConfigError, EngineError, PromptTooLong
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NUM_SEQS = 64  # what the scheduler may keep in flight on a server that does not say
+ABORTED = "abort_run"  # the cancel message of a request its run aborted
 _WINDOW = re.compile(r"maximum context length is (\d+) tokens")
 _PROMPT = re.compile(r"contains (?:at least )?(\d+) input tokens")
 VLLM_SERIES = {
@@ -76,11 +74,10 @@ class OpenAIEngine(Engine):
             http_client=self._http,
         )
         self._runs: dict[str, set[asyncio.Task[Generation]]] = defaultdict(set)
-        self._aborted: set[asyncio.Task[Generation]] = set()
 
     @classmethod
     async def start(cls, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> OpenAIEngine:
-        """Connect to `config.base_url` and learn the served model (and, from vLLM, its window) from `GET /models`."""
+        """Connect to `config.base_url` and learn the served model (and, from vLLM, its window and folder)."""
         if not config.base_url:
             raise ConfigError("a remote engine (backend 'openai') needs base_url, e.g. http://127.0.0.1:8000/v1")
         extra = config.extra_engine_args
@@ -97,14 +94,21 @@ class OpenAIEngine(Engine):
             transport=transport,
         )
         try:
-            card = engine._pick(await engine.list_models())
+            cards = await engine.list_models()
+            if not cards:
+                raise EngineError(f"the server at {engine.base_url} serves no model")
+            card = next((c for c in cards if not engine.model or c.get("id") == engine.model), None)
+            if card is None:
+                served = ", ".join(str(c.get("id")) for c in cards) or "no model"
+                raise ConfigError(
+                    f"the server at {engine.base_url} does not serve {engine.model!r} (it serves {served})"
+                )
         except Exception:
             await engine.close()
             raise
-        engine.model = str(card["id"])
+        engine.model, engine.source = str(card["id"]), str(card.get("root") or "")  # root: the folder vLLM loaded
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
-        engine.source = str(card.get("root") or "")  # vLLM names the folder or hub id it loaded the model from
         if engine.tokenizer is None and engine.source:
             engine.tokenizer = await asyncio.to_thread(load_tokenizer, engine.source)
         return engine
@@ -115,17 +119,6 @@ class OpenAIEngine(Engine):
             return [card.model_dump() async for card in self.client.models.list()]
         except (openai.APIError, httpx.HTTPError) as exc:
             raise self._failure(exc) from exc
-
-    def _pick(self, cards: list[dict[str, Any]]) -> dict[str, Any]:
-        if not cards:
-            raise EngineError(f"the server at {self.base_url} serves no model")
-        if not self.model:
-            return cards[0]
-        for card in cards:
-            if card.get("id") == self.model:
-                return card
-        known = ", ".join(str(c.get("id")) for c in cards)
-        raise ConfigError(f"the server at {self.base_url} does not serve {self.model!r} (it serves {known})")
 
     # ---- Engine --------------------------------------------------------------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -139,24 +132,21 @@ class OpenAIEngine(Engine):
         self._runs[request.run_id].add(task)
         try:
             return await task
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             current = asyncio.current_task()
-            if task in self._aborted and not (current and current.cancelling()):
+            if exc.args == (ABORTED,) and not (current and current.cancelling()):
                 raise EngineError(f"the request of run {request.run_id} was aborted (abort_run)") from None
             raise
         finally:
-            self._aborted.discard(task)
-            tasks = self._runs.get(request.run_id, set())
-            tasks.discard(task)
-            if not tasks:
-                self._runs.pop(request.run_id, None)
+            self._runs[request.run_id].discard(task)
+            if not self._runs[request.run_id]:
+                del self._runs[request.run_id]
 
     async def abort_run(self, run_id: str) -> int:
         """Cancel the run's requests: their streams close, and the server aborts a request whose client went away."""
         tasks = list(self._runs.pop(run_id, ()))
         for task in tasks:
-            self._aborted.add(task)
-            task.cancel()
+            task.cancel(ABORTED)
         if tasks:
             await asyncio.wait(tasks)
         return len(tasks)
@@ -201,14 +191,12 @@ class OpenAIEngine(Engine):
             raise self._failure(exc, request) from exc
 
     async def _stream(self, request: GenerationRequest) -> Generation:
-        options, extra = request.options, {}
-        if self.send_priority and request.priority:
-            extra["priority"] = request.priority
+        options, omit = request.options, openai.omit
+        extra = {"priority": request.priority} if self.send_priority and request.priority else {}
         if request.cache_salt:
             extra["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
         max_tokens = options.max_tokens
-        # As the in-process engine does: a reply gets the room the prompt leaves. Counted only where the prompt could
-        # take that room: most requests (sub-calls) are far below the window, and an exact count tokenizes it all.
+        # As in-process: a reply gets the room the prompt leaves, counted only where the prompt could take it.
         if self.max_model_len and most_tokens(request.messages) + max_tokens > self.max_model_len:
             room = self.max_model_len - self.count_tokens(request.messages)
             if room < 1:
@@ -222,10 +210,10 @@ class OpenAIEngine(Engine):
             max_tokens=max_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
-            seed=options.seed if options.seed is not None else openai.omit,
-            stop=options.stop or openai.omit,
-            logprobs=True if options.top_logprobs else openai.omit,
-            top_logprobs=options.top_logprobs or openai.omit,
+            seed=options.seed if options.seed is not None else omit,
+            stop=options.stop or omit,
+            logprobs=True if options.top_logprobs else omit,
+            top_logprobs=options.top_logprobs or omit,
             stream=True,
             stream_options={"include_usage": True},
             extra_body=extra or None,
@@ -264,17 +252,14 @@ class OpenAIEngine(Engine):
             return EngineError(f"{where} is not answering: no reply within {self.timeout_s:g} s")
         if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
             cause = exc.__cause__ or exc
+            why = f"{type(cause).__name__}: {cause}".rstrip(": ")
             return EngineError(
-                f"{where} went away / is not answering: {_describe(cause)} "
-                f"(gave up after {self.max_retries + 1} attempts)"
+                f"{where} went away / is not answering: {why} (gave up after {self.max_retries + 1} attempts)"
             )
-        if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
-            return EngineError(f"{where} failed (HTTP {exc.status_code}): {_message(exc)}")
         if isinstance(exc, openai.APIStatusError):
-            return EngineError(f"{where} refused the request (HTTP {exc.status_code}): {_message(exc)}")
-        if isinstance(exc, openai.APIError):
-            return EngineError(f"{where} failed on a request: {_message(exc)}")
-        return EngineError(f"{where} failed: {_describe(exc)}")
+            verb = "failed" if exc.status_code >= 500 else "refused the request"
+            return EngineError(f"{where} {verb} (HTTP {exc.status_code}): {_message(exc)}")
+        return EngineError(f"{where} failed on a request: {_message(exc) if isinstance(exc, openai.APIError) else exc}")
 
 
 def parse_vllm_metrics(text: str) -> dict[str, float]:
@@ -288,17 +273,7 @@ def parse_vllm_metrics(text: str) -> dict[str, float]:
 
 
 def _message(exc: openai.APIError) -> str:
-    """The server's own words: the `message` of its error body, without the SDK's "Error code: N -" prefix."""
-    body = exc.body
-    text = body.get("message") if isinstance(body, dict) else None
-    return _snippet(str(text or exc.message))
-
-
-def _snippet(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The server's own words (its error body's `message`, without the SDK's prefix), on one line, at most 300."""
+    text = exc.body.get("message") if isinstance(exc.body, dict) else None
+    text = " ".join(str(text or exc.message).split())
+    return text if len(text) <= 300 else text[:300] + "..."
