@@ -331,9 +331,8 @@ async def probe_remote(deployment: Deployment) -> dict[str, dict[str, Any]]:
     from rlm_local.engines.openai_engine import OpenAIEngine
 
     async def probe(name: str, config: EngineConfig) -> tuple[str, dict[str, Any]]:
-        engine = OpenAIEngine(
-            config.base_url or "", config.served_model_name or "", api_key=config.api_key, timeout_s=5.0, max_retries=0
-        )
+        quick = {"request_timeout_s": 5.0, "extra_engine_args": {**config.extra_engine_args, "max_retries": 0}}
+        engine = OpenAIEngine(config.model_copy(update=quick))
         try:
             models = await engine.list_models()
             load = await engine.server_load()

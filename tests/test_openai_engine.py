@@ -66,8 +66,9 @@ class Script:
         return httpx.Response(status, json=body)
 
 
-def engine_for(script: Any, **kwargs: Any) -> OpenAIEngine:
-    return OpenAIEngine(URL, "m", transport=httpx.MockTransport(script), **kwargs)
+def engine_for(script: Any, **extra: Any) -> OpenAIEngine:
+    config = EngineConfig(backend="openai", base_url=URL, served_model_name="m", extra_engine_args=extra)
+    return OpenAIEngine(config, transport=httpx.MockTransport(script))
 
 
 def chat(text: str = "hi", run_id: str = "r", priority: int = 3) -> GenerationRequest:
@@ -167,7 +168,7 @@ async def test_abort_run_closes_its_streams() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=slow(), headers={"content-type": "text/event-stream"})
 
-    engine = OpenAIEngine(URL, "m", transport=httpx.MockTransport(handler))
+    engine = engine_for(handler)
     tasks = [asyncio.create_task(engine.generate(chat(run_id="A"))) for _ in range(3)]
     other = asyncio.create_task(engine.generate(chat(run_id="B")))
     await asyncio.sleep(0.1)

@@ -45,61 +45,42 @@ class OpenAIEngine(Engine):
 
     name = "openai"
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str | None = None,
-        max_model_len: int = 0,
-        max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
-        timeout_s: float = 600.0,
-        connect_timeout_s: float = 10.0,
-        max_retries: int = 3,
-        send_priority: bool = True,
-        tokenizer: Any | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        name: str | None = None,
-    ) -> None:
-        self.base_url, self.model, self.name = base_url.rstrip("/"), model, name or self.name
-        self.max_model_len, self.max_num_seqs, self.timeout_s = max_model_len, max_num_seqs, timeout_s
-        self.max_retries, self.send_priority, self.tokenizer = max_retries, send_priority, tokenizer
-        limits = httpx.Limits(max_connections=max(64, 4 * max_num_seqs), max_keepalive_connections=max_num_seqs)
+    def __init__(self, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """A client for `config.base_url` (`start` also learns the model); extra_engine_args may set `max_retries`,
+        `send_priority` and `tokenizer`."""
+        if not config.base_url:
+            raise ConfigError("a remote engine (backend 'openai') needs base_url, e.g. http://127.0.0.1:8000/v1")
+        extra = config.extra_engine_args
+        self.base_url, self.model = config.base_url.rstrip("/"), config.served_model_name or ""
+        self.max_model_len, self.timeout_s = config.max_model_len or 0, config.request_timeout_s
+        self.max_num_seqs = config.max_num_seqs or DEFAULT_MAX_NUM_SEQS
+        self.max_retries = int(extra.get("max_retries", 3))
+        self.send_priority = bool(extra.get("send_priority", config.scheduling_policy == "priority"))
+        self.tokenizer: Any = None
+        limits = httpx.Limits(
+            max_connections=max(64, 4 * self.max_num_seqs), max_keepalive_connections=self.max_num_seqs
+        )
         self._http = httpx.AsyncClient(limits=limits, transport=transport)
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
-            api_key=api_key or "none",  # servers started without --api-key accept any
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            max_retries=max_retries,
+            api_key=config.api_key or "none",  # servers started without --api-key accept any
+            timeout=httpx.Timeout(self.timeout_s, connect=10.0),
+            max_retries=self.max_retries,
             http_client=self._http,
         )
         self._runs: dict[str, set[asyncio.Task[Generation]]] = defaultdict(set)
 
     @classmethod
     async def start(cls, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> OpenAIEngine:
-        """Connect to `config.base_url` and learn the served model (and, from vLLM, its window and folder)."""
-        if not config.base_url:
-            raise ConfigError("a remote engine (backend 'openai') needs base_url, e.g. http://127.0.0.1:8000/v1")
-        extra = config.extra_engine_args
-        engine = cls(
-            config.base_url,
-            config.served_model_name or "",
-            api_key=config.api_key,
-            max_model_len=config.max_model_len or 0,
-            max_num_seqs=config.max_num_seqs or DEFAULT_MAX_NUM_SEQS,
-            timeout_s=config.request_timeout_s,
-            max_retries=int(extra.get("max_retries", 3)),
-            send_priority=bool(extra.get("send_priority", config.scheduling_policy == "priority")),
-            tokenizer=load_tokenizer(extra.get("tokenizer") or config.model),
-            transport=transport,
-        )
+        """Connect and learn the served model (and, from vLLM, its window and folder) and its tokenizer."""
+        engine = cls(config, transport=transport)
         try:
             cards = await engine.list_models()
             if not cards:
                 raise EngineError(f"the server at {engine.base_url} serves no model")
             card = next((c for c in cards if not engine.model or c.get("id") == engine.model), None)
             if card is None:
-                served = ", ".join(str(c.get("id")) for c in cards) or "no model"
+                served = ", ".join(str(c.get("id")) for c in cards)
                 raise ConfigError(
                     f"the server at {engine.base_url} does not serve {engine.model!r} (it serves {served})"
                 )
@@ -109,8 +90,8 @@ class OpenAIEngine(Engine):
         engine.model, engine.source = str(card["id"]), str(card.get("root") or "")  # root: the folder vLLM loaded
         if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
             engine.max_model_len = card["max_model_len"]
-        if engine.tokenizer is None and engine.source:
-            engine.tokenizer = await asyncio.to_thread(load_tokenizer, engine.source)
+        for spec in (config.extra_engine_args.get("tokenizer") or config.model, engine.source):  # the first that loads
+            engine.tokenizer = engine.tokenizer or await asyncio.to_thread(load_tokenizer, spec)
         return engine
 
     async def list_models(self) -> list[dict[str, Any]]:
