@@ -1,10 +1,11 @@
 """`--sandbox docker`: one locked-down container per REPL worker, connected to the host before a run needs it.
 
 The worker connects to the host's socket at boot and the container runs with `auto_remove`: a host that exits or is
-killed (SIGKILL included) closes the socket, the worker exits, Docker removes the container. Nothing outlives its host
-by construction; `rlm-local sandbox gc` is for a container created but never started. The one mount is the channel
-folder, read-only and empty once the worker is connected. The SDK blocks: calls run in threads, one thread keeps the
-warm pool full and one reads the engine's events (an auto-removed container cannot be inspected once it is gone).
+killed (SIGKILL included) closes the socket, the worker exits, Docker removes the container. A container created but
+not yet started is the one gap: a SIGTERM closes every sandbox before the process dies, and `rlm-local sandbox gc`
+removes what a SIGKILL left in between. The one mount is the channel folder, read-only and empty once the worker is
+connected. The SDK blocks: calls run in threads, one thread keeps the warm pool full and one reads the engine's events
+(an auto-removed container cannot be inspected once it is gone).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,8 @@ class DockerSandbox(Sandbox):
         self._last_error: str | None = None
         self._prepare_lock = threading.Lock()
         self._refill_thread: threading.Thread | None = None
+        _LIVE.add(self)
+        _close_all_on_sigterm()
 
     def _api(self) -> Any:
         if self._client is None:
@@ -334,6 +338,29 @@ class DockerSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
+
+
+_LIVE: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
+
+
+def _close_all_on_sigterm() -> None:
+    """A host stopped by SIGTERM (`docker stop`, systemd, a CI timeout) runs no atexit hook, and a container it had
+    created but not yet started is never auto-removed: close every sandbox first, then die of the signal as before.
+
+    Installed once, from the main thread, and only over the default action (an application's own handler stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        for sandbox in list(_LIVE):
+            with contextlib.suppress(Exception):
+                sandbox.close_sync()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _hung_up(sock: socket.socket) -> bool:
