@@ -144,6 +144,8 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
     assert wrong_kind("several", "How many tickets are open?") and not wrong_kind("three", "How many are open?")
     assert not wrong_kind("12 tickets", "How many tickets are open?") and not wrong_kind("0", "Which year?")
     assert wrong_kind("42", "Who sent it?") and not wrong_kind("user_42", "Who sent it?")
+    assert wrong_kind("7", "In 2004, who came out on top at the fair?")  # "who" need not come first
+    assert not wrong_kind("7", "How many people who signed up came?")  # a "who" clause in a "how many" question
     assert wrong_kind("2", "Which garage codes appear in these notes?") and wrong_kind("3", "What are the ticket ids?")
     assert not wrong_kind("PLA-5704, RYV-4725", "Which garage codes appear in these notes?")
     assert not wrong_kind("4821", "What is the PIN for the side door?")  # one thing, which may be a number

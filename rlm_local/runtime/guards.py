@@ -81,6 +81,9 @@ _PATH = re.compile(r"[\w.\-]+(/[\w.\-]+)+|[\w\-]+\.[a-z]{1,5}")
 _ASKS_FOR_FILES = re.compile(r"\b(files?|documents?|docs?|paths?|folders?|directory|modules?|pages?|keys?|sources?)\b")
 
 
+_WH_WORD = re.compile(r"\b(who|whom|whose|what|which|how|when|where|why)\b")
+
+
 def wrong_kind(answer: str, query: str) -> bool:
     """The answer is not the kind the question asks for: no number for "how many", only a number for "who" or for
     "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2'), a file's name
@@ -91,7 +94,8 @@ def wrong_kind(answer: str, query: str) -> bool:
         return True  # one file name, or a list of them
     if re.match(r"(how many|how much)\b", asked):
         return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
-    if re.match(r"who(m|se)?\b", asked) or asks_for_several(query):
+    first_wh = _WH_WORD.search(asked)  # "In 2004, who won ...?" asks "who" too; "How many people who ...?" does not
+    if (first_wh and first_wh.group(1) in ("who", "whom", "whose")) or asks_for_several(query):
         return bool(re.fullmatch(r"[\d\W_]+", text))
     return False
 
