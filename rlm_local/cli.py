@@ -243,7 +243,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from rlm_local import sandbox_image
-    from rlm_local.repl import docker_sandbox
+    from rlm_local.docker_host import docker_available
 
     if args.action == "build":
         print(sandbox_image.build_image(force=args.force))
@@ -251,7 +251,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         removed = sandbox_image.gc_containers(all=args.all)
         print(f"removed {removed if isinstance(removed, int) else len(removed)} container(s)")
     else:
-        print("docker engine: " + ("answering" if docker_sandbox.docker_available() else "not answering"))
+        print("docker engine: " + ("answering" if docker_available() else "not answering"))
     return 0
 
 

@@ -38,9 +38,10 @@ def make_sandbox(config: RLMConfig) -> Sandbox:
     if config.sandbox == "process":
         log.warning("sandbox 'process': model-written code runs on this host WITHOUT isolation")
         return ProcessSandbox()
+    from rlm_local import docker_host
     from rlm_local.repl import docker_sandbox
 
-    if config.sandbox == "auto" and not docker_sandbox.docker_available():
+    if config.sandbox == "auto" and not docker_host.docker_available():
         raise SandboxError(
             "no Docker engine answers, and model-written code runs in a Docker sandbox: start Docker (`make setup` "
             "installs it) and run `rlm-local sandbox build`, or pass `--sandbox process` to run the code on this "

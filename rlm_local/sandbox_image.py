@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlm_local.docker_host import LABEL, LABEL_HOST, LABEL_PID, docker_client, is_not_found, short_error
 from rlm_local.errors import SandboxError
-from rlm_local.repl.docker_sandbox import LABEL, LABEL_HOST, LABEL_PID, _client, _is_not_found, _short
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,13 @@ def source_digest(directory: Path | None = None) -> str | None:
 
 def image_status(image: str = DEFAULT_IMAGE, client: Any = None) -> str:
     """'missing', 'outdated' (built by `build_image` from another worker or Dockerfile), or 'ok'."""
-    client = client or _client()
+    client = client or docker_client()
     try:
         attrs = client.api.inspect_image(image)
     except Exception as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return "missing"
-        raise SandboxError(f"cannot inspect the sandbox image {image}: {_short(exc)}") from exc
+        raise SandboxError(f"cannot inspect the sandbox image {image}: {short_error(exc)}") from exc
     expected = source_digest()
     built_from = ((attrs.get("Config") or {}).get("Labels") or {}).get(LABEL_DIGEST)
     if expected is not None and built_from is not None and built_from != expected:
@@ -143,7 +143,7 @@ def build_image(
 
 
 def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str], None]) -> str:
-    client = _client(timeout=600)
+    client = docker_client(timeout=600)
     directory = sandbox_dir()
     digest = source_digest(directory)
     if digest is None:
@@ -168,7 +168,7 @@ def _build_with_sdk(image: str, base_image: str, force: bool, say: Callable[[str
         )
     except Exception as exc:
         raise SandboxError(
-            f"building the sandbox image {image} on {base_image} failed ({_short(exc)}); without a registry, "
+            f"building the sandbox image {image} on {base_image} failed ({short_error(exc)}); without a registry, "
             "build it with `bash scripts/build_sandbox_image.sh` (debootstrap)"
         ) from exc
     say(f"built {image}")
@@ -184,7 +184,7 @@ def gc_containers(*, all: bool = False, client: Any = None) -> list[str]:
     """Remove sandbox containers whose owner process is gone (every sandbox container with `all=True`): those left
     in `Created` by a host that died between creating and starting one. Another host's containers are left alone
     unless `all` is set. Returns the removed names."""
-    client = client or _client()
+    client = client or docker_client()
     removed, here = [], socket.gethostname()
     for info in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
         labels = info.get("Labels") or {}
@@ -194,8 +194,8 @@ def gc_containers(*, all: bool = False, client: Any = None) -> list[str]:
         try:
             client.api.remove_container(info["Id"], force=True)
         except Exception as exc:
-            if not _is_not_found(exc):
-                log.warning("cannot remove sandbox container %s: %s", name, _short(exc))
+            if not is_not_found(exc):
+                log.warning("cannot remove sandbox container %s: %s", name, short_error(exc))
                 continue
         removed.append(name)
     return removed

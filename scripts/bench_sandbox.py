@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlm_local.repl.docker_sandbox import ENGINE_HINT, DockerSandbox, docker_available
+from rlm_local.docker_host import ENGINE_HINT, docker_available
+from rlm_local.repl.docker_sandbox import DockerSandbox
 from rlm_local.repl.session import ContextFile, ReplSession
 from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status
 

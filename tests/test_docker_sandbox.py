@@ -22,16 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from rlm_local.docker_host import LABEL, LABEL_PID, docker_available, docker_client, owner_labels
 from rlm_local.errors import SandboxError
-from rlm_local.repl.docker_sandbox import (
-    CONTAINER_DIR,
-    LABEL,
-    LABEL_PID,
-    DockerSandbox,
-    _client,
-    _owner_labels,
-    docker_available,
-)
+from rlm_local.repl.docker_sandbox import CONTAINER_DIR, DockerSandbox
 from rlm_local.repl.sandbox import SOCKET_NAME
 from rlm_local.repl.session import CellResult, ContextFile, ReplSession
 from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, gc_containers, image_status
@@ -46,10 +39,6 @@ PIDS_LIMIT = 64
 
 async def echo_subcalls(kind: str, prompts: list[str], options: dict) -> list[str]:
     return [f"{kind}:{prompt}" for prompt in prompts]
-
-
-def docker_client():
-    return _client()
 
 
 def containers_of(pid: int) -> list[dict]:
@@ -513,9 +502,8 @@ async def test_gc_removes_containers_a_dead_host_left_created_and_spares_a_live_
     """A host that dies between creating and starting a container leaves it in `Created`: only `gc` removes it."""
     code = textwrap.dedent(
         f"""
-        from rlm_local.repl.docker_sandbox import _client
-        from rlm_local.repl.docker_sandbox import _owner_labels
-        print(_client().api.create_container({image!r}, labels=_owner_labels())["Id"])
+        from rlm_local.docker_host import docker_client, owner_labels
+        print(docker_client().api.create_container({image!r}, labels=owner_labels())["Id"])
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -523,7 +511,7 @@ async def test_gc_removes_containers_a_dead_host_left_created_and_spares_a_live_
     api = docker_client().api
     orphan = api.inspect_container(child.stdout.strip())
     assert orphan["State"]["Status"] == "created"
-    mine = api.create_container(image, labels=_owner_labels())["Id"]  # this live process's: left alone
+    mine = api.create_container(image, labels=owner_labels())["Id"]  # this live process's: left alone
     try:
         removed = await asyncio.to_thread(gc_containers)
         assert orphan["Name"].lstrip("/") in removed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm_local.repl.docker_sandbox import LABEL, LABEL_PID, _client
+from rlm_local.docker_host import LABEL, LABEL_PID, docker_client
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +43,7 @@ HOST = textwrap.dedent(
 
 
 def containers_of(pid: int) -> list[dict]:
-    return _client().api.containers(all=True, filters={"label": [f"{LABEL}=1", f"{LABEL_PID}={pid}"]})
+    return docker_client().api.containers(all=True, filters={"label": [f"{LABEL}=1", f"{LABEL_PID}={pid}"]})
 
 
 def test_sigkill_of_the_host_mid_cell_leaves_no_container_and_no_context_copy(tmp_path: Path) -> None:

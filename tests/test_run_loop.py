@@ -319,11 +319,11 @@ def test_a_sub_call_frame_with_no_prompts_is_charged_as_a_call():
 
 
 def test_auto_sandbox_without_docker_refuses_to_run_model_code_on_the_host(monkeypatch):
+    from rlm_local import docker_host
     from rlm_local.errors import SandboxError
-    from rlm_local.repl import docker_sandbox
     from rlm_local.rlm import make_sandbox
 
-    monkeypatch.setattr(docker_sandbox, "docker_available", lambda **_: False)
+    monkeypatch.setattr(docker_host, "docker_available", lambda **_: False)
     with pytest.raises(SandboxError, match="--sandbox process"):
         make_sandbox(RLMConfig(sandbox="auto"))
     assert make_sandbox(RLMConfig(sandbox="process")).__class__.__name__ == "ProcessSandbox"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rlm_local.repl.docker_sandbox import DockerSandbox, docker_available
+from rlm_local.docker_host import docker_available
+from rlm_local.repl.docker_sandbox import DockerSandbox
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.repl.session import ContextFile, ReplSession
 from rlm_local.sandbox_image import DEFAULT_IMAGE, build_image, image_status

@@ -29,25 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm_local.docker_host import docker_client, is_not_found, owner_labels, short_error
 from rlm_local.errors import SandboxError
 from rlm_local.repl.sandbox import Sandbox, WorkerSlot, accept_worker, listen_in
 
-__all__ = ["DockerSandbox", "DockerSlot", "docker_available"]
+__all__ = ["DockerSandbox", "DockerSlot"]
 
 log = logging.getLogger(__name__)
 
 CONTAINER_DIR = "/rlm"  # where the channel folder (the host socket, until the worker connects) appears
 SANDBOX_USER = "10001:10001"
-LABEL, LABEL_TAG, LABEL_PID, LABEL_HOST = (
-    "rlm-local.sandbox",
-    "rlm-local.sandbox-tag",
-    "rlm-local.owner-pid",
-    ("rlm-local.owner-host"),
-)
-ENGINE_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), or use `--sandbox process` "
-    "for development (not isolated)"
-)
+LABEL_TAG = "rlm-local.sandbox-tag"  # one per sandbox: its events stream sees its own containers only
 
 # The hardening, whatever the limits: no network at all (no TCP to the host, the bridge, the outside, no DNS), a
 # read-only root with a small private /tmp, no capabilities, no privilege escalation, a private IPC namespace, no core
@@ -153,7 +145,7 @@ class DockerSandbox(Sandbox):
 
     def _api(self) -> Any:
         if self._client is None:
-            self._client = _client()
+            self._client = docker_client()
         return self._client.api
 
     # ---- setup -------------------------------------------------------------------------------------------------------
@@ -215,7 +207,7 @@ class DockerSandbox(Sandbox):
         os.chmod(folder, 0o755)  # the container's user must reach the socket
         listener = listen_in(folder)
         name = f"rlm-local-{os.getpid()}-{secrets.token_hex(4)}"
-        labels = {**_owner_labels(), LABEL_TAG: self.tag, "rlm-local.label": label[:200]}
+        labels = {**owner_labels(), LABEL_TAG: self.tag, "rlm-local.label": label[:200]}
         api, container_id = self._api(), ""
         try:
             host_config = api.create_host_config(
@@ -237,9 +229,9 @@ class DockerSandbox(Sandbox):
                 api.remove_container(container_id or name, force=True)
             if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
                 raise
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 raise SandboxError(f"the sandbox image {self.image} is missing: `rlm-local sandbox build`") from exc
-            raise SandboxError(f"cannot start a sandbox container: {_short(exc)}") from exc
+            raise SandboxError(f"cannot start a sandbox container: {short_error(exc)}") from exc
         slot = DockerSlot(sock=sock, name=name, container_id=container_id, sandbox=self)
         with self._lock:
             self._owned[name] = slot
@@ -274,8 +266,8 @@ class DockerSandbox(Sandbox):
         try:
             self._api().remove_container(slot.container_id, force=True)
         except Exception as exc:
-            if not _is_not_found(exc) and "already in progress" not in str(exc):
-                log.warning("cannot remove sandbox container %s: %s", slot.name, _short(exc))
+            if not is_not_found(exc) and "already in progress" not in str(exc):
+                log.warning("cannot remove sandbox container %s: %s", slot.name, short_error(exc))
         with self._lock:
             self._owned.pop(slot.name, None)
             self._exits.pop(slot.container_id, None)
@@ -293,7 +285,7 @@ class DockerSandbox(Sandbox):
                 slot, self._last_error = self._start_container(), None
                 failures = 0
             except Exception as exc:
-                slot, self._last_error, failures = None, _short(exc), failures + 1
+                slot, self._last_error, failures = None, short_error(exc), failures + 1
                 log.warning("sandbox pool: %s", self._last_error)
             with self._lock:
                 if slot is not None:
@@ -374,43 +366,3 @@ def _describe_exit(code: int) -> str:
     if code > 128 and (code - 128) in signal.Signals._value2member_map_:
         return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
     return f"exit code {code}"
-
-
-# ---- the engine, and who owns a container ---------------------------------------------------------------------------
-def _client(timeout: float = 60.0) -> Any:
-    """A Docker client that answers a ping, or SandboxError saying how to start an engine (or that the SDK is missing;
-    it is imported here, so that `--sandbox process` works without it)."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise SandboxError("the Docker SDK for Python is missing: pip install docker") from exc
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except Exception as exc:
-        raise SandboxError(f"the Docker engine does not answer ({_short(exc)}): {ENGINE_HINT}") from exc
-    return client
-
-
-def docker_available(timeout: float = 2.0) -> bool:
-    """Whether a Docker engine answers a ping within `timeout` seconds."""
-    try:
-        _client(timeout).close()
-        return True
-    except SandboxError:
-        return False
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    """docker.errors.NotFound and its subclasses (ImageNotFound), or any 404 from the engine."""
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return status == 404 or any(cls.__name__ == "NotFound" for cls in type(exc).__mro__)
-
-
-def _owner_labels() -> dict[str, str]:
-    return {LABEL: "1", LABEL_PID: str(os.getpid()), LABEL_HOST: socket.gethostname()}
