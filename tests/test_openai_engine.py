@@ -21,8 +21,9 @@ from servers import launch_vllm_server, wait_until_serving
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
-from rlm_local.engines.openai_engine import OpenAIEngine, parse_vllm_metrics
+from rlm_local.engines.openai_engine import OpenAIEngine
 from rlm_local.engines.token_count import estimate_tokens
+from rlm_local.engines.vllm_metrics import parse_vllm_metrics
 from rlm_local.errors import ConfigError, EngineError, PromptTooLong
 from rlm_local.scheduler import RunAborted, Scheduler
 

@@ -1,43 +1,32 @@
 """An `Engine` over a remote OpenAI-compatible server (`vllm serve`, SGLang, any chat endpoint), on the `openai` SDK.
 
-The SDK does the transport (pooled connections, timeouts, SSE, retries of connection failures and 5xx with
-backoff). Added here: vLLM's `priority` and `cache_salt` in the body, time to first token, aborting a run's requests
-(a closed stream makes vLLM abort), context overflow as `PromptTooLong`, and every failure as an `EngineError` that
-names the server. Token counts come from the server's `usage`; `count_tokens` uses the model's tokenizer when there
-is one (the server's chat template), else chars/4.
+The SDK does the transport (pooled connections, timeouts, SSE, retries with backoff). Added here: vLLM's `priority`
+and `cache_salt`, time to first token, aborting a run's requests (a closed stream makes vLLM abort). Token counts
+come from the server's `usage`; `count_tokens` uses the model's tokenizer if any, else chars/4.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import defaultdict
 from typing import Any
 
 import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import Engine, Generation, GenerationRequest
-from rlm_local.engines.token_count import estimate_tokens, load_tokenizer, most_tokens
-from rlm_local.errors import ConfigError, EngineError, PromptTooLong
+from rlm_local.engines.openai_errors import as_engine_error, server_message
+from rlm_local.engines.token_count import estimate_tokens, load_tokenizer, reply_room
+from rlm_local.engines.vllm_metrics import parse_vllm_metrics
+from rlm_local.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NUM_SEQS = 64  # what the scheduler may keep in flight on a server that does not say
 ABORTED = "abort_run"  # the cancel message of a request its run aborted
-_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
-_PROMPT = re.compile(r"contains (?:at least )?(\d+) input tokens")
-VLLM_SERIES = {
-    "vllm:num_requests_running": "running",
-    "vllm:num_requests_waiting": "waiting",
-    "vllm:prefix_cache_hits_total": "prefix_hits",
-    "vllm:prefix_cache_queries_total": "prefix_queries",
-    "vllm:generation_tokens_total": "generation_tokens",
-}
 
 
 class OpenAIEngine(Engine):
@@ -46,8 +35,7 @@ class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, config: EngineConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """A client for `config.base_url` (`start` also learns the model); extra_engine_args may set `max_retries`,
-        `send_priority` and `tokenizer`."""
+        """A client for `config.base_url`; extra_engine_args may set max_retries, send_priority and tokenizer."""
         if not config.base_url:
             raise ConfigError("a remote engine (backend 'openai') needs base_url, e.g. http://127.0.0.1:8000/v1")
         extra = config.extra_engine_args
@@ -57,9 +45,7 @@ class OpenAIEngine(Engine):
         self.max_retries = int(extra.get("max_retries", 3))
         self.send_priority = bool(extra.get("send_priority", config.scheduling_policy == "priority"))
         self.tokenizer: Any = None
-        limits = httpx.Limits(
-            max_connections=max(64, 4 * self.max_num_seqs), max_keepalive_connections=self.max_num_seqs
-        )
+        limits = httpx.Limits(max_connections=4 * self.max_num_seqs, max_keepalive_connections=self.max_num_seqs)
         self._http = httpx.AsyncClient(limits=limits, transport=transport)
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -76,20 +62,15 @@ class OpenAIEngine(Engine):
         engine = cls(config, transport=transport)
         try:
             cards = await engine.list_models()
-            if not cards:
-                raise EngineError(f"the server at {engine.base_url} serves no model")
             card = next((c for c in cards if not engine.model or c.get("id") == engine.model), None)
             if card is None:
-                served = ", ".join(str(c.get("id")) for c in cards)
-                raise ConfigError(
-                    f"the server at {engine.base_url} does not serve {engine.model!r} (it serves {served})"
-                )
+                served = ", ".join(str(c.get("id")) for c in cards) or "no model"
+                raise ConfigError(f"the server at {engine.base_url} does not serve {engine.model!r} ({served})")
         except Exception:
             await engine.close()
             raise
         engine.model, engine.source = str(card["id"]), str(card.get("root") or "")  # root: the folder vLLM loaded
-        if not engine.max_model_len and isinstance(card.get("max_model_len"), int):
-            engine.max_model_len = card["max_model_len"]
+        engine.max_model_len = engine.max_model_len or int(card.get("max_model_len") or 0)
         for spec in (config.extra_engine_args.get("tokenizer") or config.model, engine.source):  # the first that loads
             engine.tokenizer = engine.tokenizer or await asyncio.to_thread(load_tokenizer, spec)
         return engine
@@ -99,7 +80,7 @@ class OpenAIEngine(Engine):
         try:
             return [card.model_dump() async for card in self.client.models.list()]
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise self._failure(exc) from exc
+            raise as_engine_error(exc, self, []) from exc
 
     # ---- Engine --------------------------------------------------------------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -163,26 +144,19 @@ class OpenAIEngine(Engine):
             try:
                 return await self._stream(request)
             except openai.BadRequestError as exc:
-                if not (self.send_priority and request.priority and "priority" in _message(exc).lower()):
+                if not (self.send_priority and request.priority and "priority" in server_message(exc).lower()):
                     raise
                 log.warning("the server at %s does not schedule by priority; sending none from now on", self.base_url)
                 self.send_priority = False
                 return await self._stream(request)
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise self._failure(exc, request) from exc
+            raise as_engine_error(exc, self, request.messages) from exc
 
     async def _stream(self, request: GenerationRequest) -> Generation:
         options, omit = request.options, openai.omit
         extra = {"priority": request.priority} if self.send_priority and request.priority else {}
-        if request.cache_salt:
-            extra["cache_salt"] = request.cache_salt  # vLLM's server reads it; others ignore it
-        max_tokens = options.max_tokens
-        # As in-process: a reply gets the room the prompt leaves, counted only where the prompt could take it.
-        if self.max_model_len and most_tokens(request.messages) + max_tokens > self.max_model_len:
-            room = self.max_model_len - self.count_tokens(request.messages)
-            if room < 1:
-                raise PromptTooLong(self.max_model_len - room, self.max_model_len, self.model)
-            max_tokens = min(max_tokens, room)
+        extra |= {"cache_salt": request.cache_salt} if request.cache_salt else {}  # vLLM reads it; others ignore it
+        max_tokens = reply_room(request.messages, options.max_tokens, self.max_model_len, self.count_tokens, self.model)
         started, first_token_s, parts, finish, usage = time.monotonic(), None, [], None, None
         first_logprobs: dict[str, float] = {}
         stream = await self.client.chat.completions.create(
@@ -221,40 +195,3 @@ class OpenAIEngine(Engine):
             engine=self.name,
             first_token_logprobs=first_logprobs,
         )
-
-    def _failure(self, exc: Exception, request: GenerationRequest | None = None) -> Exception:
-        """The SDK's or the transport's exception as an `EngineError` (or `PromptTooLong`) that names the server."""
-        where = f"the server at {self.base_url}"
-        if isinstance(exc, openai.BadRequestError) and (window := _WINDOW.search(_message(exc))):
-            prompt = _PROMPT.search(_message(exc))
-            tokens = int(prompt.group(1)) if prompt else self.count_tokens(request.messages if request else [])
-            return PromptTooLong(tokens, int(window.group(1)), self.model)
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
-            return EngineError(f"{where} is not answering: no reply within {self.timeout_s:g} s")
-        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-            cause = exc.__cause__ or exc
-            why = f"{type(cause).__name__}: {cause}".rstrip(": ")
-            return EngineError(
-                f"{where} went away / is not answering: {why} (gave up after {self.max_retries + 1} attempts)"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            verb = "failed" if exc.status_code >= 500 else "refused the request"
-            return EngineError(f"{where} {verb} (HTTP {exc.status_code}): {_message(exc)}")
-        return EngineError(f"{where} failed on a request: {_message(exc) if isinstance(exc, openai.APIError) else exc}")
-
-
-def parse_vllm_metrics(text: str) -> dict[str, float]:
-    """Sum the few vLLM Prometheus series the engines table shows (over all label sets)."""
-    figures: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if key := VLLM_SERIES.get(sample.name):
-                figures[key] = figures.get(key, 0.0) + sample.value
-    return figures
-
-
-def _message(exc: openai.APIError) -> str:
-    """The server's own words (its error body's `message`, without the SDK's prefix), on one line, at most 300."""
-    text = exc.body.get("message") if isinstance(exc.body, dict) else None
-    text = " ".join(str(text or exc.message).split())
-    return text if len(text) <= 300 else text[:300] + "..."

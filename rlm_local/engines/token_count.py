@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rlm_local.errors import PromptTooLong
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +44,20 @@ def load_tokenizer(spec: str | None) -> Any | None:
     except Exception as exc:
         log.warning("no tokenizer from %s (%s); token counts are estimates", path, exc)
         return None
+
+
+def reply_room(
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    window: int,
+    count: Callable[[list[dict[str, str]]], int],
+    model: str,
+) -> int:
+    """A reply's `max_tokens` within the room the prompt leaves in `window` (the prompt counted only where it could
+    take that room), or PromptTooLong when it leaves none."""
+    if not window or most_tokens(messages) + max_tokens <= window:
+        return max_tokens
+    room = window - count(messages)
+    if room < 1:
+        raise PromptTooLong(window - room, window, model)
+    return min(max_tokens, room)
