@@ -378,7 +378,7 @@ class Strategies:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
         if several:
             return ", ".join(text for _, text in found[:MAX_ANSWERS])
-        return max(found, key=lambda f: f[0])[1]  # most of the question's words around it; ties: the likeliest
+        return _pick_one(question, found)
 
     def label_each(self, question: str, labels: list[str] | None = None, data: Any = None) -> list[str]:
         """Ask `question` of every record (line, list item or dict entry) at once; one short answer per record.
@@ -427,6 +427,16 @@ class Strategies:
             "items": lambda data=None: items(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
         }
+
+
+def _pick_one(question: str, found: list[tuple[int, str]]) -> str:
+    """Of several answers (support, text; likeliest piece first), the one with most of the question's words around it
+    when they stand there nearly all (a lookup asked in the data's words: the sub-model's P(yes) can rank a wrong
+    piece first), else the likeliest piece's. A question in other words than the data's ("the sailing race in the
+    harbour town" for "the regatta at Port Elling") shares only incidental words with its answer, and counting them
+    favoured a decoy: 0 of 3 multi-hop report tasks with the 1.5B model, against 1 of 3 by likelihood."""
+    backing, text = max(found, key=lambda f: f[0])
+    return text if 2 * backing >= len(_stems(question)) else found[0][1]
 
 
 def _best_by_words(question: str, parts: list[str]) -> list[int]:

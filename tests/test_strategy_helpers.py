@@ -150,6 +150,18 @@ def test_ask_all_gives_every_likely_value_for_a_question_that_asks_for_several()
     assert ns["ask_all"]("Who wrote down the garage code?") == "Mira Kessel"  # one answer: the likeliest piece's
 
 
+def test_of_several_answers_ask_all_takes_the_literal_match_or_else_the_likeliest_piece():
+    docs = {f"doc{i}.md": "Notes on the weather, nothing more. " * 40 for i in range(6)}
+    docs["doc2.md"] = "The 2021 regatta at Port Elling went to Mira Kessel. Fishing boats lined the quay."
+    docs["doc4.md"] = "Olaf Brandt won the 2021 chess open in Kelby."
+    ns, calls, _ = scored_strategies(docs, "regatta")  # the sub-model finds the regatta report the likeliest
+    # asked in other words than the report's: the likeliest piece's answer, not the decoy's shared 'won' and '2021'
+    assert ns["ask_all"]("Who won the sailing race held in the harbour town in 2021?") == "Mira Kessel"
+    # asked in the data's own words: the answer with the question's words around it, whatever the scores say
+    assert ns["ask_all"]("Who won the chess open in Kelby in 2021?") == "Olaf Brandt"
+    assert all(any("Olaf Brandt" in p for p in c) and any("Kessel" in p for p in c) for c in calls)  # both read
+
+
 def test_without_scores_ask_all_orders_pieces_by_bm25():
     docs = {f"doc{i}.md": "Boring minutes of a meeting. " * 50 for i in range(30)}
     docs["doc17.md"] = "At the sailing race Mira Kessel was first across the line."
