@@ -5,18 +5,21 @@ says what happened in its own words."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
 
 from rlm_local.errors import EngineError, PromptTooLong
 
+if TYPE_CHECKING:
+    from rlm_local.engines.openai_engine import OpenAIEngine
+
 _WINDOW = re.compile(r"maximum context length is (\d+) tokens")
 _PROMPT = re.compile(r"contains (?:at least )?(\d+) input tokens")
 
 
-def as_engine_error(exc: Exception, engine: Any, messages: list[Any]) -> Exception:
+def as_engine_error(exc: Exception, engine: OpenAIEngine, messages: list[dict[str, str]]) -> Exception:
     """`exc` as an `EngineError` that names `engine`'s server, or `PromptTooLong` (the prompt counted by the engine
     where the server did not say)."""
     where = f"the server at {engine.base_url}"

@@ -57,7 +57,7 @@ def reply_room(
     take that room), or PromptTooLong when it leaves none."""
     if not window or most_tokens(messages) + max_tokens <= window:
         return max_tokens
-    room = window - count(messages)
-    if room < 1:
-        raise PromptTooLong(window - room, window, model)
-    return min(max_tokens, room)
+    tokens = count(messages)
+    if tokens >= window:
+        raise PromptTooLong(tokens, window, model)
+    return min(max_tokens, window - tokens)
