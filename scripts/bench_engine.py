@@ -1,6 +1,6 @@
 """Engine speed on this machine: prefill and decode tokens/s of the embedded vLLM engine under each CPU set-up
 (memory allocator and OpenMP runtime preloaded or not), and of llama.cpp on the same model's GGUF when
-`llama-cpp-python` is installed and `--gguf` names the file.
+`llama-cpp-python` is installed (the catalog model's own GGUF, or `--gguf FILE`).
 
 Preloads only act when a process starts, so each set-up runs in its own child process; this process prints one table
 with every figure as a ratio against the first set-up. Engine logs go to a file; stdout carries only results.
@@ -152,10 +152,32 @@ def run_child(name: str, env: dict[str, str], args: argparse.Namespace, log: Pat
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_llama_cpp_if_installed(args: argparse.Namespace, log: Path) -> dict[str, float] | str:
+    """llama.cpp's row, on `--gguf` or else the catalog model's own GGUF (the file vLLM's folder was converted from)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "not measured: llama-cpp-python is not installed (pip install llama-cpp-python)"
+    if args.gguf is None:
+        from rlm_local.errors import ModelError
+        from rlm_local.model_catalog import DEFAULT_MODEL, prepare_gguf
+
+        try:
+            args.gguf = prepare_gguf(args.model or DEFAULT_MODEL, log=lambda line: print(line, file=sys.stderr))
+        except ModelError as exc:
+            return f"not measured: {exc} (pass --gguf FILE)"
+    return run_child("llama.cpp", {}, args, log)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="catalog alias or folder (default: the default model)")
-    parser.add_argument("--gguf", type=Path, default=None, help="the same model as GGUF, for llama.cpp")
+    parser.add_argument(
+        "--gguf",
+        type=Path,
+        default=None,
+        help="the same model as GGUF, for llama.cpp (default: the catalog model's GGUF)",
+    )
     parser.add_argument("--prefill", default="1024,4096,16384", help="prompt sizes in tokens")
     parser.add_argument("--decode", default="1,8,32", help="decode batch sizes")
     parser.add_argument("--decode-tokens", type=int, default=64)
@@ -171,12 +193,7 @@ def main() -> int:
     runs: dict[str, dict[str, float] | str] = {}
     for name, env in setups().items():
         runs[name] = run_child(name, env, args, log)
-    try:
-        import llama_cpp  # noqa: F401
-
-        runs["llama.cpp"] = run_child("llama.cpp", {}, args, log) if args.gguf else "not measured: no --gguf given"
-    except ImportError:
-        runs["llama.cpp"] = "not measured: llama-cpp-python is not installed"
+    runs["llama.cpp"] = measure_llama_cpp_if_installed(args, log)
     print_table(runs, args)
     print(f"(engine logs: {log})")
     return 0

