@@ -26,6 +26,7 @@ SUPPORT_CHARS = 250  # how far around a found answer the question's words are lo
 MAX_ANSWERS = 20  # ask_all: values given together for a question that asks for several
 LIKELY = 0.5  # ask_all: a piece whose P(yes) is at least this is read for a question that asks for several things
 READ_FIRST, MAX_READ = 3, 24  # ask_all reads the 3 likeliest pieces first (or every likely one, up to 24)
+CALIBRATE_MIN = 20  # label_each divides out the batch's lean towards some labels from this many records on
 MAX_SCORED = 64  # pieces the sub-model scores; beyond that, BM25 picks which (a 400,000-character context has 333)
 _SEVERAL = re.compile(
     r"\b(all|every)( of)?( the)?( \w+)? \w+s\b|^\s*(list|name)\b"
@@ -391,7 +392,8 @@ class Strategies:
         prompts = [LABEL_PROMPT.format(question=question, choices=choices, item=r) for r in records]
         if labels and self._choose is not None:
             names = [str(label) for label in labels]
-            return [max(names, key=lambda n: probs.get(n, 0.0)) for probs in self._choose(prompts, names)]
+            table = _batch_calibrated(self._choose(prompts, names), names)
+            return [max(names, key=lambda n: probs.get(n, 0.0)) for probs in table]
         return [_to_label(a, labels) for a in self._batched(prompts)]
 
     def count_where(self, question: str, data: Any = None) -> int:
@@ -490,6 +492,19 @@ def _read_prompts(question: str, parts: list[str]) -> list[str]:
 def _data_position(fn: Callable[..., Any]) -> int:
     """Index of the `data` parameter, so `search("word")` reads the context and `search("word", text)` the text."""
     return fn.__code__.co_varnames.index("data")
+
+
+def _batch_calibrated(table: list[dict[str, float]], names: list[str]) -> list[dict[str, float]]:
+    """Each label's probability divided by its mean over the batch ("batch calibration", Zhou et al., 2023), for
+    three or more labels over at least CALIBRATE_MIN records. Why: a small sub-model favours some label words whatever
+    the record says (the 1.5B gave "billing" to 34 of 80 balanced messages and "praise" to none); dividing out the
+    batch's own lean keeps what tells records apart. Measured on generated messages of mixed labels (1.5B, 6 batches
+    of 60): accuracy 0.82 -> 0.91, most and least frequent label right 7 -> 9 of 12. Not for yes/no: a condition few
+    records meet would be pushed towards half of them."""
+    if len(names) < 3 or len(table) < CALIBRATE_MIN:
+        return table
+    means = {n: sum(probs.get(n, 0.0) for probs in table) / len(table) for n in names}
+    return [{n: probs.get(n, 0.0) / means[n] if means[n] > 0 else 0.0 for n in names} for probs in table]
 
 
 def _to_label(answer: str, labels: list[str] | None) -> str:

@@ -184,6 +184,31 @@ def test_label_each_takes_the_likeliest_label_when_scores_are_given():
     ]  # fmt: skip
 
 
+def test_label_each_divides_out_the_sub_models_lean_towards_a_label_but_not_for_yes_no():
+    kinds = ["late parcel", "double charge", "kind words"] * 10
+    namespace = {"context": [f"2024-01-{i % 28 + 1:02d} | u{i} | {k}" for i, k in enumerate(kinds)]}
+    lean = {"shipping": 0.5, "billing": 0.3, "praise": 0.2}  # the sub-model's preference, whatever the record
+    truth = {"late parcel": "shipping", "double charge": "billing", "kind words": "praise"}
+
+    def choose(prompts, choices):
+        if choices == ["yes", "no"]:  # 3 of 30 records meet the condition: they stay the only yes
+            return [{"yes": 0.6, "no": 0.4} if "u0 " in p or "u1 " in p or "u2 " in p else {"yes": 0.1, "no": 0.9}
+                    for p in prompts]  # fmt: skip
+        out = []
+        for p in prompts:
+            right = next(label for kind, label in truth.items() if kind in p)
+            raw = {n: lean[n] * (1.6 if n == right else 1.0) for n in choices}
+            out.append({n: v / sum(raw.values()) for n, v in raw.items()})
+        return out  # raw argmax: "shipping" for every record
+
+    helpers = Strategies(lambda prompts: ["unused"] * len(prompts), namespace, choose).helpers()
+    labels = helpers["label_each"]("What is this message about?", ["shipping", "billing", "praise"])
+    assert labels == [truth[k] for k in kinds]
+    assert helpers["count_where"]("Is this about a late parcel? Answer yes or no.") == 3
+    few = Strategies(lambda prompts: ["unused"] * len(prompts), {"context": namespace["context"][:6]}, choose)
+    assert few.helpers()["label_each"]("About?", ["shipping", "billing", "praise"]).count("shipping") == 6
+
+
 CODE = '''import json
 
 
