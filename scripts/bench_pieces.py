@@ -61,10 +61,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"helpers now: ask_all pieces {rlm_helpers.CLOSE_CHARS:,} chars, ask_each {rlm_helpers.PIECE_CHARS:,}")
         print("| job | piece chars | requests | prompt tokens | seconds | chars/s | vs now |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for job in JOBS:
+        for number, job in enumerate(JOBS):
             rows = []
-            for salt, size in enumerate(args.sizes):
-                elapsed, requests, tokens = await measure(engine, job, size, args.chars, salt + 100 * len(rows))
+            for salt, size in enumerate(args.sizes):  # a new text for every row: no prefix-cache hits
+                elapsed, requests, tokens = await measure(engine, job, size, args.chars, 1000 * number + salt)
                 rows.append((size, requests, tokens, elapsed, args.chars / elapsed))
             now = next((r[4] for r in rows if r[0] == rlm_helpers.CLOSE_CHARS), rows[0][4])
             for size, requests, tokens, elapsed, speed in rows:
