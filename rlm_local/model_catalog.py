@@ -187,16 +187,21 @@ def prepare_gguf(alias: str, log: Log = print) -> Path:
     the same weights needs both."""
     entry = _catalog_entry(alias)
     target = gguf_path(entry.alias)
-    if target.is_file() and target.stat().st_size == entry.size:
+    if _is_complete(target, entry):
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _lock(target.parent / f".{entry.alias}.lock"), tempfile.TemporaryDirectory(dir=target.parent) as work:
-            if not (target.is_file() and target.stat().st_size == entry.size):  # not made while we waited
+            if not _is_complete(target, entry):  # another process may have made it while we waited
                 _fetch_gguf(entry, Path(work), log).rename(target)
     except OSError as exc:
         raise ModelError(f"preparing the GGUF of {entry.alias!r} failed: {exc}") from None
     return target
+
+
+def _is_complete(gguf: Path, entry: CatalogModel) -> bool:
+    """A kept GGUF of the right size: it was checked (size and sha256) before it was renamed into place."""
+    return gguf.is_file() and gguf.stat().st_size == entry.size
 
 
 def _fetch_gguf(entry: CatalogModel, work: Path, log: Log) -> Path:
