@@ -91,25 +91,31 @@ async def main() -> None:
                 print(f"reading  ask_all  {family:<9} {chars:>7,} chars  mean score {sum(scores) / len(scores):.2f}")
         rng = random.Random(7)
         for scheme, labels in [] if args.no_labels else SCHEMES.items():
-            records = [(label, record_text(rng, label)) for label in labels for _ in range(8)]
+            sizes = rng.sample([4 + 4 * i for i in range(len(labels))], len(labels))  # skewed, as real logs are
+            records = [
+                (label, record_text(rng, label)) for label, n in zip(labels, sizes, strict=True) for _ in range(n)
+            ]
             texts = [text for _, text in records]
             found = await loop.run_in_executor(
                 None, helpers(texts)["label_each"], f"What is the {scheme} of this message?", list(labels)
             )
             right = sum(f == label for f, (label, _) in zip(found, records, strict=True))
             print(f"labels   label_each {scheme:<9} accuracy {right / len(records):.2f}  given {dict(Counter(found))}")
-            chosen = labels[0]
-            flags = await loop.run_in_executor(
-                None,
-                helpers(texts)["label_each"],
-                f"Is the {scheme} of this message {chosen}? Answer yes or no.",
-                ["yes", "no"],
-            )
-            truth = [label == chosen for label, _ in records]
-            right = sum((f == "yes") == t for f, t in zip(flags, truth, strict=True))
+            label_counts = Counter(found)
+            yes_no_error = label_error = 0
+            for chosen in labels:  # "how many are <label>?": one yes/no question, or the label_each count
+                flags = await loop.run_in_executor(
+                    None,
+                    helpers(texts)["count_where"],
+                    f"Is the {scheme} of this message {chosen}? Answer yes or no.",
+                )
+                true = sum(label == chosen for label, _ in records)
+                yes_no_error += abs(flags - true)
+                label_error += abs(label_counts[chosen] - true)
+                print(f"  {scheme} {chosen!r}: true {true}, yes/no {flags}, label_each {label_counts[chosen]}")
             print(
-                f"labels   yes/no    {scheme:<9} accuracy {right / len(records):.2f}  yes given "
-                f"{flags.count('yes')} of {len(flags)}, true {sum(truth)}"
+                f"labels   count of one label  {scheme:<9} mean error: yes/no {yes_no_error / len(labels):.1f}, "
+                f"label_each {label_error / len(labels):.1f} (of {len(records)} records)"
             )
     finally:
         await engine.close()

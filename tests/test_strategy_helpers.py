@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
@@ -288,3 +288,22 @@ def test_callers_finds_real_calls_only_in_any_shape():
     assert rlm_helpers.callers("`archive_buffer()`", files) == ["caller", "flush", "broken"]
     ns, _ = strategies(["def f():\n    g()\n", "def h():\n    return 'g()'\n"])
     assert ns["callers"]("g") == ["f"]
+
+
+def test_every_worked_example_runs_on_the_real_helpers():
+    """The small-coder examples teach the model its first code: each must run as shown on a context of its shape."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from rlm_local.prompts import SMALL_CODER_EXAMPLES
+
+    shapes = {"str": "\n".join(RECORDS), "list": RECORDS, "dict": {f"r{i}": r for i, r in enumerate(RECORDS)}}
+    for query, description, code, _, _ in SMALL_CODER_EXAMPLES:
+        shape = description.split("`context` is a ", 1)[1].split()[0]
+        namespace, calls = strategies(shapes[shape])
+        namespace.update(Counter=Counter, defaultdict=defaultdict, re=__import__("re"), json=__import__("json"))
+        printed = StringIO()
+        with redirect_stdout(printed):
+            exec(code.format(chunk_chars=1_000, sub_chars=5_000), namespace)  # as the prompt shows it
+        assert printed.getvalue().strip(), query
+        assert calls or "search(" in code, query  # every example but the plain search asks the sub-model
