@@ -156,8 +156,9 @@ SMALL_CODER_EXAMPLES = (
         "paper stuck between rollers B and C'\n...\ncontext['e-02406'] = 'Fan alarm on press 2, cooled down "
         "and restarted'",
         'kinds = label_each("What kind of fault does this log entry report?", ["overheating", "jam", "power loss"])\n'
-        "print(Counter(kinds).most_common())",
-        "[('jam', 1187), ('overheating', 806), ('power loss', 413)]",
+        "counts = Counter(kinds).most_common()\n"
+        'print("most:", counts[0], "least:", counts[-1])',
+        "most: ('jam', 1187) least: ('power loss', 413)",
         "power loss",
     ),
 )

@@ -350,3 +350,15 @@ def test_the_check_does_not_shrink_an_answer_that_names_several_things():
     notes = {"a.txt": "One voucher code is VAP-5460.", "b.txt": "Add OIP-4411 to the list of voucher codes."}
     engine = ScriptedEngine([found, "FINAL(VAP-5460, OIP-4411)"], sub=_checker("VAP-5460"))
     assert run(engine, context=notes, query="Which voucher codes appear in these notes?").answer == "VAP-5460, OIP-4411"
+
+
+def test_the_check_keeps_a_choice_between_printed_values():
+    """Measured: a 1.5B root read `[('shipping', 104), ('billing', 86), ...]` and answered shipping; the check's
+    sub-call answered billing and replaced it."""
+    topics = "\n".join(["shipping"] * 3 + ["billing"] * 2 + ["account"])
+    counted = repl("print(Counter(context.split()).most_common())")
+    query = "Which topic comes up most often (billing, shipping or account)?"
+    engine = ScriptedEngine([counted, "FINAL(shipping)"], sub=_checker("billing"))
+    assert run(engine, context=topics, query=query).answer == "shipping"  # one of the question's own options
+    engine = ScriptedEngine([counted, "FINAL(shipping)"], sub=_checker("billing"))
+    assert run(engine, context=topics, query="Which topic is the most common?").answer == "shipping"  # printed value

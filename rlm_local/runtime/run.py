@@ -26,7 +26,7 @@ from rlm_local.repl.session import CellResult, ReplSession, StateLost
 from rlm_local.runtime import guards
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.guards import LoopGuards
-from rlm_local.runtime.structured import run_structured
+from rlm_local.runtime.structured import answer_options, run_structured
 from rlm_local.runtime.usage import Usage
 from rlm_local.runtime.voting import SAMPLE_TEMPERATURE, written_in
 from rlm_local.trajectory import Trajectory
@@ -340,6 +340,8 @@ class RLMRun:
             return answer, meta  # the model's answer names several things, the check only one of them
         if _BARE_NUMBER.fullmatch(answer.strip()) and written_in(answer, evidence):
             return answer, meta  # a number the code printed is not traded for another number in the same output
+        if _one_of_the_options(answer, self.query) or _printed_value(answer, evidence):
+            return answer, meta  # a choice between printed values stays the model's (a 1.5B check misread a Counter)
         return checked, {**meta, "answer_checked": answer} if checked != answer else meta
 
     def evidence(self) -> str:
@@ -565,6 +567,17 @@ class RLMRun:
             stop_reason=outcome.stop_reason,
         )
         return outcome.answer if outcome.answer is not None else f"Error: sub-RLM stopped: {outcome.detail}"
+
+
+def _one_of_the_options(answer: str, query: str) -> bool:
+    """The answer is one of the options the question itself lists ("... billing, shipping or praise?")."""
+    return answer.strip().casefold() in {option.casefold() for option in answer_options(query)}
+
+
+def _printed_value(answer: str, evidence: str) -> bool:
+    """The answer is a whole value the code printed (a quoted str in a list, dict or tuple), not words of a sentence."""
+    text = answer.strip().strip("'\"")
+    return bool(text) and any(f"{q}{text}{q}" in evidence for q in ("'", '"'))
 
 
 def _subcall_error(exc: BaseException) -> str:
