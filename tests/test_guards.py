@@ -362,3 +362,6 @@ def test_the_check_keeps_a_choice_between_printed_values():
     assert run(engine, context=topics, query=query).answer == "shipping"  # one of the question's own options
     engine = ScriptedEngine([counted, "FINAL(shipping)"], sub=_checker("billing"))
     assert run(engine, context=topics, query="Which topic is the most common?").answer == "shipping"  # printed value
+    listed = repl("print([w for w, n in Counter(context.split()).items() if n > 1])")
+    engine = ScriptedEngine([listed, "FINAL(shipping, billing)"], sub=_checker("shipping"))
+    assert run(engine, context=topics, query="Which topics come up twice?").answer == "shipping, billing"

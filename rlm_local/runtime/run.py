@@ -36,6 +36,7 @@ PREVIEW_CHARS = 500
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = re.compile(r"\d")
 _BARE_NUMBER = re.compile(r"-?[\d][\d.,]*")
+_LIST_SEPARATORS = re.compile(r",\s*|\s+and\s+")
 MAX_CHOICES = 26  # llm_choose: a label set, not a vocabulary
 STUCK_TURNS = 2  # in `auto` mode, after this many turns stuck on a repeat the structured program takes over
 
@@ -575,9 +576,10 @@ def _one_of_the_options(answer: str, query: str) -> bool:
 
 
 def _printed_value(answer: str, evidence: str) -> bool:
-    """The answer is a whole value the code printed (a quoted str in a list, dict or tuple), not words of a sentence."""
-    text = answer.strip().strip("'\"")
-    return bool(text) and any(f"{q}{text}{q}" in evidence for q in ("'", '"'))
+    """The answer is a whole value the code printed (a quoted str in a list, dict or tuple), or a list of such
+    values, not words of a sentence."""
+    values = [v.strip(" '\"") for v in _LIST_SEPARATORS.split(answer.strip().strip("[]()"))]
+    return all(v and any(f"{q}{v}{q}" in evidence for q in ("'", '"')) for v in values)
 
 
 def _subcall_error(exc: BaseException) -> str:
