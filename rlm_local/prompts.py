@@ -58,7 +58,9 @@ question's own words.
 - `ask_all(question)`: a helper model reads ALL of `context`, piece by piece, and returns one answer (str). For a \
 fact written in other words than the question's, or when `search` finds nothing useful.
 B. A count or a selection of records (lines, items or entries) that meet a condition:
-- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int).
+- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int). To count \
+the records in one category of a kind with few categories (one tone, one topic), use `label_each` with all the \
+categories of that kind instead: it counts far more exactly.
 - `where(question)`: the records (list of str) that got yes.
 - `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`. Use it \
 when the question is about categories of one kind (a tone, a topic, a type, a priority): which is the most or least \

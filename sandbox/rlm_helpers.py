@@ -507,23 +507,6 @@ def _batch_calibrated(table: list[dict[str, float]], names: list[str]) -> list[d
     return [{n: probs.get(n, 0.0) / means[n] if means[n] > 0 else 0.0 for n in names} for probs in table]
 
 
-def yes_threshold(p_yes: list[float], min_separation: float = 0.3) -> float:
-    """The P(yes) above which a record counts as a yes: Otsu's split of the batch's probabilities (the cut that leaves
-    the two groups each as tight as possible) when the groups' means lie at least `min_separation` apart, else 0.5."""
-    values = sorted(p_yes)
-    n, total = len(values), sum(values)
-    if n < CALIBRATE_MIN:
-        return 0.5
-    best, cut, separation, left = -1.0, 0.5, 0.0, 0.0
-    for i in range(1, n):
-        left += values[i - 1]
-        low, high = left / i, (total - left) / (n - i)
-        spread = i * (n - i) * (high - low) ** 2
-        if spread > best:
-            best, cut, separation = spread, (values[i - 1] + values[i]) / 2, high - low
-    return cut if separation >= min_separation else 0.5
-
-
 def _to_label(answer: str, labels: list[str] | None) -> str:
     text = answer.strip().strip(".'\"*` ").lower()
     if not labels:

@@ -103,25 +103,14 @@ async def main() -> None:
             print(f"labels   label_each {scheme:<9} accuracy {right / len(records):.2f}  given {dict(Counter(found))}")
             label_counts = Counter(found)
             errors: Counter[str] = Counter()
-            for chosen in labels:  # "how many are <label>?": yes/no at 0.5, yes/no at the batch's gap, label_each
-                question = f"Is the {scheme} of this message {chosen}? Answer yes or no."
-                prompts = [
-                    rlm_helpers.LABEL_PROMPT.format(question=question, choices=" (one of: yes, no)", item=t)
-                    for t in texts
-                ]
-                p_yes = [probs["yes"] for probs in await score_many(prompts, ["yes", "no"])]
-                gap = rlm_helpers.yes_threshold(p_yes)
+            for chosen in labels:  # "how many are <label>?": one yes/no question, or the label_each count
+                flags = await loop.run_in_executor(
+                    None, helpers(texts)["count_where"], f"Is the {scheme} of this message {chosen}? Answer yes or no."
+                )
                 true = sum(label == chosen for label, _ in records)
-                counts = {
-                    "yes/no at 0.5": sum(p > 0.5 for p in p_yes),
-                    "yes/no at the gap": sum(p > gap for p in p_yes),
-                    "label_each": label_counts[chosen],
-                }
+                counts = {"yes/no": flags, "label_each": label_counts[chosen]}
                 errors.update({name: abs(n - true) for name, n in counts.items()})
-                hits = sorted(round(p, 2) for p, (label, _) in zip(p_yes, records, strict=True) if label == chosen)
-                misses = sorted(round(p, 2) for p, (label, _) in zip(p_yes, records, strict=True) if label != chosen)
-                print(f"  {scheme} {chosen!r}: true {true}, {counts}, gap at {gap:.2f}", flush=True)
-                print(f"    P(yes) of the {chosen} records {hits}\n    of the others {misses}", file=sys.stderr)
+                print(f"  {scheme} {chosen!r}: true {true}, {counts}", flush=True)
             summary = ", ".join(f"{name} {n / len(labels):.1f}" for name, n in errors.items())
             print(f"labels   count of one label  {scheme:<9} mean error: {summary} (of {len(records)} records)")
     finally:
