@@ -31,10 +31,11 @@ many chunks or records.
 around matches), `ask_all(question)` (reads every piece; the best supported answer written in the data), \
 `ask_each(question)` (one answer per piece), `relevance(question)` (every piece with its probability of \
 answering the question, likeliest first), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
-every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record; to compare \
-or count categories, pass all of them), `rank(query, k)` (BM25: the pieces most related to the query), \
-`callers(name)` (in source code, the functions that call `name`: parsed, so comments, strings and look-alike names \
-are left out), `items()` (the records as a list). `re`, `json`, `math`, `Counter` are imported.
+every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
+`rank(query, k)` (BM25: the pieces most related to the query), `callers(name)` (in source code, the functions \
+that call `name`: parsed, so comments, strings and look-alike names are left out), `items()` (the records \
+as a list). `re`, `json`, \
+`math`, `Counter` are imported.
 - `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
 
@@ -58,14 +59,9 @@ question's own words.
 - `ask_all(question)`: a helper model reads ALL of `context`, piece by piece, and returns one answer (str). For a \
 fact written in other words than the question's, or when `search` finds nothing useful.
 B. A count or a selection of records (lines, items or entries) that meet a condition:
-- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int). To count \
-the records in one category of a kind with few categories (one tone, one topic), use `label_each` with all the \
-categories of that kind instead: it counts far more exactly.
+- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int).
 - `where(question)`: the records (list of str) that got yes.
-- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`. Use it \
-when the question is about categories of one kind (a tone, a topic, a type, a priority): which is the most or least \
-common, or how many records are in one of them. Give ALL the categories of that kind as `labels`: the helper model \
-tells categories apart better than it answers yes or no about one.
+- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`.
 C. Source code: `callers(name)`: the functions that really call the function `name` (list of str; mentions in \
 comments or strings and look-alike names left out).
 Also: `items()`: the records of `context` as a list of str. `rank(query)`: the 5 pieces most related to `query`.
@@ -82,8 +78,7 @@ Rules:
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
 # the shape of these turns; told the same thing in prose it only wrote comments). One per task shape: find a fact,
 # read everything for a fact in other words, a fact about something the question only describes (two hops), count
-# records, list who meets a condition (a count per writer, a label every record of a writer has), compare categories
-# of records.
+# records, list who meets a condition.
 SMALL_CODER_EXAMPLES = (
     (
         "Which hotel did Dr. Amara Osei stay at during the conference?",
@@ -135,33 +130,6 @@ SMALL_CODER_EXAMPLES = (
         "print([name for name, n in writers.items() if n > 1])",
         "41 ['2023-05-02 | cust_17 | I want a refund for this', ...]\n['cust_17', 'cust_88']",
         "cust_17, cust_88",
-    ),
-    (
-        "Which drivers had every one of their deliveries arrive on time?",
-        "`context` is a list of str with 3,115 items, 262,804 characters in total.\n"
-        "First and last items (each cut to 150 characters):\ncontext[0] = '2022-11-01 | drv_204 | Dropped at the "
-        "loading bay at 9:40, signed by the clerk'\n...\ncontext[3114] = '2023-02-28 | drv_119 | Customer away, "
-        "left with the neighbour'",
-        'status = label_each("Did this delivery arrive on time or late?", ["on time", "late"])\n'
-        "per_driver = defaultdict(Counter)\n"
-        "for record, s in zip(items(), status):\n"
-        '    per_driver[record.split(" | ")[1]][s] += 1\n'
-        'print([d for d, c in per_driver.items() if set(c) == {{"on time"}}])',  # {{}}: the code is .format()ted
-        "['drv_204', 'drv_377', 'drv_512']",
-        "drv_204, drv_377, drv_512",
-    ),
-    (
-        "Which kind of fault do the machine logs report least often: overheating, jam or power loss?",
-        "`context` is a dict of str -> str (entry id -> text) with 2,406 items, 230,118 characters in total.\n"
-        "Keys (3 of 2,406): 'e-00001', 'e-00002', 'e-00003'\n"
-        "First and last items (each cut to 150 characters):\ncontext['e-00001'] = 'Line 4 stopped at 06:12, "
-        "paper stuck between rollers B and C'\n...\ncontext['e-02406'] = 'Fan alarm on press 2, cooled down "
-        "and restarted'",
-        'kinds = label_each("What kind of fault does this log entry report?", ["overheating", "jam", "power loss"])\n'
-        "counts = Counter(kinds).most_common()\n"
-        'print("most:", counts[0], "least:", counts[-1])',
-        "most: ('jam', 1187) least: ('power loss', 413)",
-        "power loss",
     ),
 )
 
