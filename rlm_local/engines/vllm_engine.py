@@ -50,6 +50,7 @@ def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
         "max_num_seqs": config.max_num_seqs or defaults["max_num_seqs"],
         "enforce_eager": defaults["enforce_eager"] if config.enforce_eager is None else config.enforce_eager,
         "enable_prefix_caching": config.enable_prefix_caching,
+        "block_size": defaults.get("block_size"),  # CPU only: on a GPU, vLLM's own
         "scheduling_policy": config.scheduling_policy,
         "seed": config.seed,
         "disable_log_stats": False,  # per-request timing (queue, first token) comes with the stats
@@ -58,8 +59,6 @@ def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
         args["max_num_batched_tokens"] = config.max_num_batched_tokens
     if on_gpu:
         args["gpu_memory_utilization"] = config.gpu_memory_utilization
-    else:
-        args["block_size"] = defaults["block_size"]
     args.update(config.extra_engine_args)
     return {k: v for k, v in args.items() if v is not None}
 
