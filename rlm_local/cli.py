@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from rlm_local.config import Budgets, EngineConfig, RLMConfig
 from rlm_local.errors import ConfigError, RLMError
+from rlm_local.prompts import PROFILES
 
 EXIT_ERROR = 2
 
@@ -29,7 +30,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="TOML file with an [rlm] table of RLMConfig fields")
     parser.add_argument("--deployment", type=Path, default=None, help="deployment TOML: engines, replicas, limits")
     parser.add_argument("--sandbox", choices=["auto", "docker", "process"], default=None)
-    parser.add_argument("--profile", choices=["auto", "general", "small-coder", "small-coder-basic"], default=None)
+    parser.add_argument("--profile", choices=["auto", *PROFILES], default=None)
     parser.add_argument(
         "--mode",
         choices=["code", "structured", "auto"],

@@ -58,7 +58,7 @@ class RLMConfig(BaseModel):
     sub: EngineConfig | None = None  # None: the root model also answers sub-calls
     deployment: Path | None = None  # a deployment TOML (engines, replicas, scheduler limits) instead of root/sub
     budgets: Budgets = Field(default_factory=Budgets)
-    profile: Literal["auto", "general", "small-coder", "small-coder-basic"] = "auto"
+    profile: Literal["auto", "general", "small-coder", "small-coder-plus", "small-coder-basic"] = "auto"
     sandbox: Literal["auto", "docker", "process"] = "auto"
     docker_image: str = "rlm-local-sandbox:latest"
     sandbox_pool_size: int = Field(1, ge=0)  # started containers kept ready, so a run or sub-RLM never waits

@@ -31,11 +31,10 @@ many chunks or records.
 around matches), `ask_all(question)` (reads every piece; the best supported answer written in the data), \
 `ask_each(question)` (one answer per piece), `relevance(question)` (every piece with its probability of \
 answering the question, likeliest first), `count_where(yes_no_question)` and `where(yes_no_question)` (ask about \
-every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record), \
-`rank(query, k)` (BM25: the pieces most related to the query), `callers(name)` (in source code, the functions \
-that call `name`: parsed, so comments, strings and look-alike names are left out), `items()` (the records \
-as a list). `re`, `json`, \
-`math`, `Counter` are imported.
+every record: a line, list item or dict entry), `label_each(question, labels)` (one label per record; to compare \
+or count categories, pass all of them), `rank(query, k)` (BM25: the pieces most related to the query), \
+`callers(name)` (in source code, the functions that call `name`: parsed, so comments, strings and look-alike names \
+are left out), `items()` (the records as a list). `re`, `json`, `math`, `Counter` are imported.
 - `SHOW_VARS()`: lists the variables you have made.
 - `print(...)`: the only way to see anything. Output longer than {output_chars:,} characters is cut in the middle.
 
@@ -47,7 +46,7 @@ your findings before answering. Do not guess: base the answer on what your code 
 When you are done, reply with FINAL(your answer) outside any code block, or FINAL_VAR(variable_name) to answer \
 with the value of a REPL variable. Inside code you may also call FINAL(value) or FINAL_VAR("name")."""
 
-SMALL_CODER_SYSTEM = """You are a Python programmer. The data for the user's question is stored in the Python \
+_SMALL_CODER_TEMPLATE = """You are a Python programmer. The data for the user's question is stored in the Python \
 variable `context` ({context_hint}). It is too long to read, so you write Python code that searches and reads it, \
 and you answer the user's question from what your code prints.
 
@@ -59,9 +58,7 @@ question's own words.
 - `ask_all(question)`: a helper model reads ALL of `context`, piece by piece, and returns one answer (str). For a \
 fact written in other words than the question's, or when `search` finds nothing useful.
 B. A count or a selection of records (lines, items or entries) that meet a condition:
-- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got yes (int).
-- `where(question)`: the records (list of str) that got yes.
-- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`.
+{count_helpers}
 C. Source code: `callers(name)`: the functions that really call the function `name` (list of str; mentions in \
 comments or strings and look-alike names left out).
 Also: `items()`: the records of `context` as a list of str. `rank(query)`: the 5 pieces most related to `query`.
@@ -74,6 +71,24 @@ Rules:
 2. The helper model sees ONE record or piece at a time: ask it a short, complete question about that record.
 3. When the output shows the answer, reply with FINAL(answer) on its own line, outside the code.
 4. Never invent an answer: it must come from your code's output. Do not run the same code twice."""
+
+# How the count helpers are told apart. The 0.5B copies every example's shape (shown the category examples it
+# answered a document question with `items()[-1]`), so it keeps the short text; from 1B up a model tells categories
+# apart better than it answers yes/no about one of them (probe: count error per label 1.3 vs 3.3 and 0.8 vs 9.4).
+COUNT_HELPERS = """- `count_where(question)`: asks a yes/no question about EVERY record and returns how many got \
+yes (int).
+- `where(question)`: the records (list of str) that got yes.
+- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`."""
+COUNT_HELPERS_BY_CATEGORY = """- `count_where(question)`: asks a yes/no question about EVERY record and returns how \
+many got yes (int). To count the records in one category of a kind with few categories (one tone, one topic), use \
+`label_each` with all the categories of that kind instead: it counts far more exactly.
+- `where(question)`: the records (list of str) that got yes.
+- `label_each(question, labels)`: one answer per record, each one of `labels`. Count them with `Counter`. Use it \
+when the question is about categories of one kind (a tone, a topic, a type, a priority): which is the most or least \
+common, or how many records are in one of them. Give ALL the categories of that kind as `labels`: the helper model \
+tells categories apart better than it answers yes or no about one."""
+SMALL_CODER_SYSTEM = _SMALL_CODER_TEMPLATE.replace("{count_helpers}", COUNT_HELPERS)
+SMALL_CODER_PLUS_SYSTEM = _SMALL_CODER_TEMPLATE.replace("{count_helpers}", COUNT_HELPERS_BY_CATEGORY)
 
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
 # the shape of these turns; told the same thing in prose it only wrote comments). One per task shape: find a fact,
@@ -130,6 +145,39 @@ SMALL_CODER_EXAMPLES = (
         "print([name for name, n in writers.items() if n > 1])",
         "41 ['2023-05-02 | cust_17 | I want a refund for this', ...]\n['cust_17', 'cust_88']",
         "cust_17, cust_88",
+    ),
+)
+
+# For models from 1B up: two more shapes, a condition every record of a writer meets (labels grouped by the
+# record's writer field) and a comparison of categories (most and least common printed by name).
+SMALL_CODER_PLUS_EXAMPLES = (
+    *SMALL_CODER_EXAMPLES,
+    (
+        "Which drivers had every one of their deliveries arrive on time?",
+        "`context` is a list of str with 3,115 items, 262,804 characters in total.\n"
+        "First and last items (each cut to 150 characters):\ncontext[0] = '2022-11-01 | drv_204 | Dropped at the "
+        "loading bay at 9:40, signed by the clerk'\n...\ncontext[3114] = '2023-02-28 | drv_119 | Customer away, "
+        "left with the neighbour'",
+        'status = label_each("Did this delivery arrive on time or late?", ["on time", "late"])\n'
+        "per_driver = defaultdict(Counter)\n"
+        "for record, s in zip(items(), status):\n"
+        '    per_driver[record.split(" | ")[1]][s] += 1\n'
+        'print([d for d, c in per_driver.items() if set(c) == {{"on time"}}])',  # {{}}: the code is .format()ted
+        "['drv_204', 'drv_377', 'drv_512']",
+        "drv_204, drv_377, drv_512",
+    ),
+    (
+        "Which kind of fault do the machine logs report least often: overheating, jam or power loss?",
+        "`context` is a dict of str -> str (entry id -> text) with 2,406 items, 230,118 characters in total.\n"
+        "Keys (3 of 2,406): 'e-00001', 'e-00002', 'e-00003'\n"
+        "First and last items (each cut to 150 characters):\ncontext['e-00001'] = 'Line 4 stopped at 06:12, "
+        "paper stuck between rollers B and C'\n...\ncontext['e-02406'] = 'Fan alarm on press 2, cooled down "
+        "and restarted'",
+        'kinds = label_each("What kind of fault does this log entry report?", ["overheating", "jam", "power loss"])\n'
+        "counts = Counter(kinds).most_common()\n"
+        'print("most:", counts[0], "least:", counts[-1])',
+        "most: ('jam', 1187) least: ('power loss', 413)",
+        "power loss",
     ),
 )
 
@@ -312,11 +360,13 @@ class Profile:
 PROFILES = {
     "general": Profile("general", GENERAL_SYSTEM),
     "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM, SMALL_CODER_EXAMPLES),
+    "small-coder-plus": Profile("small-coder-plus", SMALL_CODER_PLUS_SYSTEM, SMALL_CODER_PLUS_EXAMPLES),
     "small-coder-basic": Profile("small-coder-basic", BASIC_CODER_SYSTEM, BASIC_CODER_EXAMPLES),
 }
 
 _SIZE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
 SMALL_MODEL_MAX_BILLIONS = 4.0
+TINY_MODEL_MAX_BILLIONS = 1.0  # below this a model copies example shapes it should not (see COUNT_HELPERS)
 
 
 def parameter_billions(model: str) -> float | None:
@@ -326,10 +376,12 @@ def parameter_billions(model: str) -> float | None:
 
 
 def choose_profile(name: str, model: str, source: str = "") -> Profile:
-    """`auto` picks the small-coder profile for models whose name (or, for a served name, the folder or hub id the
-    server loaded) says they are small, the general one otherwise."""
+    """`auto` picks by the size a model's name (or, for a served name, the folder or hub id the server loaded)
+    states: small-coder under 1B, small-coder-plus from 1B to 4B, the general profile otherwise."""
     if name != "auto":
         return PROFILES[name]
     sizes = (parameter_billions(n.rstrip("/").rsplit("/", 1)[-1]) for n in (model, source) if n)
     size = next((s for s in sizes if s is not None), None)
-    return PROFILES["small-coder" if size is not None and size < SMALL_MODEL_MAX_BILLIONS else "general"]
+    if size is None or size >= SMALL_MODEL_MAX_BILLIONS:
+        return PROFILES["general"]
+    return PROFILES["small-coder" if size < TINY_MODEL_MAX_BILLIONS else "small-coder-plus"]

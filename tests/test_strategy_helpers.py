@@ -291,14 +291,14 @@ def test_callers_finds_real_calls_only_in_any_shape():
 
 
 def test_every_worked_example_runs_on_the_real_helpers():
-    """The small-coder examples teach the model its first code: each must run as shown on a context of its shape."""
+    """The worked examples teach the model its first code: each must run as shown on a context of its shape."""
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from rlm_local.prompts import SMALL_CODER_EXAMPLES
+    from rlm_local.prompts import SMALL_CODER_PLUS_EXAMPLES
 
     shapes = {"str": "\n".join(RECORDS), "list": RECORDS, "dict": {f"r{i}": r for i, r in enumerate(RECORDS)}}
-    for query, description, code, _, _ in SMALL_CODER_EXAMPLES:
+    for query, description, code, _, _ in SMALL_CODER_PLUS_EXAMPLES:  # the small-coder ones and two more
         shape = description.split("`context` is a ", 1)[1].split()[0]
         namespace, calls = strategies(shapes[shape])
         namespace.update(Counter=Counter, defaultdict=defaultdict, re=__import__("re"), json=__import__("json"))

@@ -1,0 +1,48 @@
+"""Prompt profiles: `auto` picks one by the size a model's name states, and every profile formats."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlm_local.prompts import PROFILES, SMALL_CODER_EXAMPLES, choose_profile, parameter_billions
+
+
+@pytest.mark.parametrize(
+    ("model", "profile"),
+    [
+        ("Qwen/Qwen2.5-Coder-0.5B-Instruct", "small-coder"),
+        ("HuggingFaceTB/SmolLM2-360M-Instruct", "small-coder"),
+        ("qwen2.5-coder-1.5b-instruct", "small-coder-plus"),
+        ("Qwen2.5-3B-Instruct", "small-coder-plus"),
+        ("Qwen2.5-7B-Instruct", "general"),
+        ("my-served-model", "general"),  # no size in the name: the prompt for capable models
+    ],
+)
+def test_auto_picks_the_profile_by_the_size_in_the_models_name(model: str, profile: str) -> None:
+    assert choose_profile("auto", model).name == profile
+
+
+def test_a_served_name_without_a_size_is_sized_by_the_folder_the_server_loaded() -> None:
+    assert choose_profile("auto", "prod", "/models/Qwen2.5-Coder-1.5B-Instruct/").name == "small-coder-plus"
+    assert parameter_billions("SmolLM2-135M") == pytest.approx(0.135)
+
+
+def test_only_models_from_1b_up_are_shown_the_category_examples() -> None:
+    """The 0.5B copies example shapes it should not (it answered a document question with `items()[-1]` when shown
+    the category comparison), so its prompt keeps the short list of shapes."""
+    tiny, plus = PROFILES["small-coder"], PROFILES["small-coder-plus"]
+    assert tiny.examples == SMALL_CODER_EXAMPLES
+    assert plus.examples[: len(tiny.examples)] == tiny.examples and len(plus.examples) > len(tiny.examples)
+    assert "label_each" in " ".join(code for _, _, code, _, _ in plus.examples)
+    assert "label_each" not in " ".join(code for _, _, code, _, _ in tiny.examples)
+    assert "Give ALL the categories" in plus.system and "Give ALL the categories" not in tiny.system
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_formats_into_a_system_prompt_and_example_turns(name: str) -> None:
+    opening = PROFILES[name].opening(
+        context_hint="a str", sub_window=4096, output_chars=2000, allow_rlm_query=True, max_turns=12
+    )
+    assert opening[0]["role"] == "system" and "{" not in opening[0]["content"].replace("{}", "")
+    assert len(opening) == 1 + 4 * len(PROFILES[name].examples)
+    assert all(m["content"] for m in opening)
