@@ -149,6 +149,9 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
     assert wrong_kind("2", "Which garage codes appear in these notes?") and wrong_kind("3", "What are the ticket ids?")
     assert not wrong_kind("PLA-5704, RYV-4725", "Which garage codes appear in these notes?")
     assert not wrong_kind("4821", "What is the PIN for the side door?")  # one thing, which may be a number
+    least = "Which topic comes up least often (billing, shipping, account or praise)?"
+    assert wrong_kind("P, l, V, A, T", least) and wrong_kind("the topic with the fewest messages", least)
+    assert not wrong_kind("Shipping", least) and not wrong_kind("shipping (4 messages)", least)
     assert wrong_kind("dataflow/reports/handler_tasks.py", "Which function returns the median? Which one is it?")
     assert wrong_kind("notes.txt", "Who signed the lease?") and not wrong_kind("notes.txt", "Which file says so?")
     assert not wrong_kind("J. R. Smith", "Who signed?") and not wrong_kind("v1.2", "Which version shipped?")

@@ -82,13 +82,29 @@ _ASKS_FOR_FILES = re.compile(r"\b(files?|documents?|docs?|paths?|folders?|direct
 
 
 _WH_WORD = re.compile(r"\b(who|whom|whose|what|which|how|when|where|why)\b")
+# The options a question lists at its end: "...: billing, shipping or returns?", "... (red, green or blue)?"
+_OPTIONS = re.compile(r"[:(]\s*([^:()?]+?\bor\b[^:()?]+?)\s*[)?.]*\s*$")
+
+
+def answer_options(query: str) -> tuple[str, ...]:
+    """The options a question lists at its end ("...: billing, shipping or returns?"), if any."""
+    match = _OPTIONS.search(query)
+    if not match:
+        return ()
+    parts = re.split(r",\s*|\s+or\s+", match.group(1))
+    options = tuple(p.strip(" .'\"") for p in parts if p.strip(" .'\""))
+    return options if 2 <= len(options) <= 12 and all(len(o) <= 40 for o in options) else ()
 
 
 def wrong_kind(answer: str, query: str) -> bool:
     """The answer is not the kind the question asks for: no number for "how many", only a number for "who" or for
     "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2'), a file's name
-    where the question asks for no file (a 1.5B answered the file that `rank` printed first for "which function")."""
+    where the question asks for no file (a 1.5B answered the file that `rank` printed first for "which function"),
+    none of the options the question lists (a 1.5B iterated over a string and answered its letters)."""
     asked, text = query.strip().casefold(), answer.strip().casefold()
+    options = answer_options(query)
+    if options and not any(option.casefold() in text for option in options):
+        return True  # the question lists its options and the answer names none of them
     parts = [part.strip() for part in text.split(",")]
     if all(_PATH.fullmatch(p) and not re.search(r"\d", p) for p in parts) and not _ASKS_FOR_FILES.search(asked):
         return True  # one file name, or a list of them

@@ -25,8 +25,8 @@ from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession, StateLost
 from rlm_local.runtime import guards
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
-from rlm_local.runtime.guards import LoopGuards
-from rlm_local.runtime.structured import answer_options, run_structured
+from rlm_local.runtime.guards import LoopGuards, answer_options
+from rlm_local.runtime.structured import run_structured
 from rlm_local.runtime.usage import Usage
 from rlm_local.runtime.voting import SAMPLE_TEMPERATURE, written_in
 from rlm_local.trajectory import Trajectory

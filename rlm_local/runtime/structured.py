@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlm_local.runtime.guards import answer_options
+
 if TYPE_CHECKING:
     from rlm_local.repl.session import ReplSession
     from rlm_local.runtime.run import Outcome, RLMRun
@@ -32,7 +34,6 @@ _LIST = re.compile(
     r"|\b(all|every|each) (the )?(users?|customers?|pairs?|people|person)\b",
     re.IGNORECASE,
 )
-_OPTIONS = re.compile(r"[:(]\s*([^:()?]+?\bor\b[^:()?]+?)\s*[)?.]*\s*$")
 
 # Instructions with a one-word or one-line reply: a 0.5B chat model does not continue few-shot patterns (it echoed
 # them), but it follows a direct instruction.
@@ -69,16 +70,6 @@ def question_form(query: str) -> str | None:
     if _LIST.search(query):
         return "LIST"
     return None
-
-
-def answer_options(query: str) -> tuple[str, ...]:
-    """The options a question lists at its end ("...: billing, shipping or returns?"), if any."""
-    match = _OPTIONS.search(query)
-    if not match:
-        return ()
-    parts = re.split(r",\s*|\s+or\s+", match.group(1))
-    options = tuple(p.strip(" .'\"") for p in parts if p.strip(" .'\""))
-    return options if 2 <= len(options) <= 12 and all(len(o) <= 40 for o in options) else ()
 
 
 def record_question(reply: str, query: str) -> str:
