@@ -20,8 +20,11 @@ def free_port() -> int:
 
 def launch_vllm_server(model: str, served_name: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start the server on the real model (its own session, output to `log_path`); returns at once with its URL."""
+    from rlm_local.engines.vllm_engine import preload_tcmalloc
+
     port = free_port()
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    preload_tcmalloc()  # the set-up the in-process CPU engine runs with (and float32, 32-token blocks below)
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": "2",
@@ -33,7 +36,7 @@ def launch_vllm_server(model: str, served_name: str, log_path: Path) -> tuple[su
         "-m",
         "vllm.entrypoints.openai.api_server",
         *("--model", model, "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port)),
-        *("--max-model-len", "4096", "--max-num-seqs", "8", "--dtype", "bfloat16", "--seed", "0"),
+        *("--max-model-len", "4096", "--max-num-seqs", "8", "--dtype", "float32", "--block-size", "32", "--seed", "0"),
         *("--enforce-eager", "--generation-config", "vllm", "--enable-prompt-tokens-details"),
         *("--scheduling-policy", "priority"),
     ]
