@@ -332,6 +332,9 @@ COMMANDS = {
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    from rlm_local.rlm import STOP_REQUESTED
+
+    STOP_REQUESTED.set()
     raise KeyboardInterrupt
 
 
@@ -345,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, a job runner) unwinds like Ctrl-C, so engines and containers are closed: measured, a killed
     # `rlm-local eval` otherwise left its vLLM engine processes running, holding 9 GB of memory each.
     signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell has it ignored
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         return COMMANDS[args.command](args)
     except RLMError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,10 @@ from rlm_local.scheduler import Scheduler
 from rlm_local.trajectory import EventListener, Trajectory
 
 log = logging.getLogger(__name__)
+# Set by the CLI's SIGTERM/SIGINT handler, which also raises KeyboardInterrupt. vLLM's start-up can swallow that
+# exception (measured: a SIGTERM while the engine process was starting was lost, and the run went on), so a start
+# that returns looks here too.
+STOP_REQUESTED = threading.Event()
 UNWIND_TIMEOUT_S = 30.0  # how long an interrupted run may take to abort its requests and stop its cells
 
 
@@ -89,6 +94,8 @@ class RLM:
         if self.sandbox is None:
             self.sandbox = make_sandbox(self.config)
             self._owned.append(self.sandbox)
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
         return self
 
     async def _start_scheduler(self) -> Scheduler:
@@ -107,7 +114,11 @@ class RLM:
                 log.warning("closing %s failed: %s", type(item).__name__, exc)
 
     async def __aenter__(self) -> RLM:
-        return await self.start()
+        try:
+            return await self.start()
+        except BaseException:  # `async with` does not close what a failed __aenter__ started
+            await self.aclose()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -226,6 +237,8 @@ class RLM:
                 task.cancel()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     self._loop.run_until_complete(asyncio.wait([task], timeout=UNWIND_TIMEOUT_S))
+            elif not task.cancelled():
+                task.exception()  # the interrupt raised inside the task is raised below: not "never retrieved"
             raise
 
     def completion(self, query: str, context: ContextInput | PreparedContext, **kwargs: Any) -> RLMResult:
@@ -247,7 +260,11 @@ class RLM:
                 self._loop = None
 
     def __enter__(self) -> RLM:
-        self._run_sync(self.start())
+        try:
+            self._run_sync(self.start())
+        except BaseException:  # `with` does not close what a failed __enter__ started
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

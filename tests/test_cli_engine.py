@@ -38,10 +38,15 @@ def _containers_of(pid: int) -> list[str]:
 
 @pytest.mark.parametrize(
     ("how", "sandbox"),
-    [("SIGTERM to the CLI, as a job runner sends it", "process"), ("Ctrl-C: SIGINT to the process group", "docker")],
+    [
+        ("SIGTERM to the CLI, as a job runner sends it", "process"),
+        ("Ctrl-C: SIGINT to the process group", "docker"),
+        ("SIGTERM while the engine starts", "process"),
+    ],
 )
 def test_a_stopped_run_exits_130_leaving_no_engine_process_and_no_container(tmp_path, how, sandbox):
-    """A `rlm-local run` stopped mid-run leaves no vLLM process and no sandbox container, exit code 130."""
+    """A `rlm-local run` stopped mid-run (or while its engine starts) leaves no vLLM process and no sandbox
+    container, exit code 130, and no traceback."""
     context = tmp_path / "context.txt"
     context.write_text(needle_task(4, chars=60_000).context)
     trajectory = tmp_path / "run.jsonl"
@@ -50,8 +55,10 @@ def test_a_stopped_run_exits_130_leaving_no_engine_process_and_no_container(tmp_
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (trajectory.exists() and "run_start" in trajectory.read_text()) and time.monotonic() < deadline:
+        started = (lambda: any("VLLM" in p for p in _session_processes(cli.pid))) if "starts" in how else None
+        while not (started() if started else trajectory.exists() and "run_start" in trajectory.read_text()):
             assert cli.poll() is None, cli.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the run did not start"
             time.sleep(0.2)
         assert any("VLLM" in p for p in _session_processes(cli.pid)), "the engine is not running"
         while sandbox == "docker" and not _containers_of(cli.pid) and time.monotonic() < deadline:
