@@ -148,10 +148,23 @@ SMALL_CODER_EXAMPLES = (
     ),
 )
 
-# For models from 1B up: two more shapes, a condition every record of a writer meets (labels grouped by the
-# record's writer field) and a comparison of categories (most and least common printed by name).
+# For models from 1B up: the count of one topic is read off labels over all the topics (a 1.5B copied the yes/no
+# count for "how many are neutral" and counted 194 for 119), and two more shapes: a condition every record of a
+# writer meets (labels grouped by the record's writer field), a comparison of categories (most and least common).
+COUNT_BY_LABELS_EXAMPLE = (
+    "How many of the support tickets are about trouble signing in?",
+    SMALL_CODER_EXAMPLES[3][1],
+    "print(items()[:2])\n"
+    'topics = label_each("What is this ticket about?", ["signing in", "payment", "delivery", "other"])\n'
+    "print(Counter(topics))",
+    "['2024-03-01 | t-0012 | Password reset email never arrives', '2024-03-01 | t-0013 | Invoice is wrong']\n"
+    "Counter({'other': 903, 'delivery': 512, 'signing in': 214, 'payment': 201})",
+    "214",
+)
 SMALL_CODER_PLUS_EXAMPLES = (
-    *SMALL_CODER_EXAMPLES,
+    *SMALL_CODER_EXAMPLES[:3],
+    COUNT_BY_LABELS_EXAMPLE,
+    *SMALL_CODER_EXAMPLES[4:],
     (
         "Which drivers had every one of their deliveries arrive on time?",
         "`context` is a list of str with 3,115 items, 262,804 characters in total.\n"

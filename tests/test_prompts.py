@@ -32,10 +32,11 @@ def test_only_models_from_1b_up_are_shown_the_category_examples() -> None:
     the category comparison), so its prompt keeps the short list of shapes."""
     tiny, plus = PROFILES["small-coder"], PROFILES["small-coder-plus"]
     assert tiny.examples == SMALL_CODER_EXAMPLES
-    assert plus.examples[: len(tiny.examples)] == tiny.examples and len(plus.examples) > len(tiny.examples)
-    assert "label_each" in " ".join(code for _, _, code, _, _ in plus.examples)
     assert "label_each" not in " ".join(code for _, _, code, _, _ in tiny.examples)
     assert "Give ALL the categories" in plus.system and "Give ALL the categories" not in tiny.system
+    counts = {query: code for query, _, code, _, _ in plus.examples if query.startswith("How many")}
+    assert len(counts) == 1 and "label_each" in next(iter(counts.values()))  # a count of one topic: all topics
+    assert {q for q, *_ in tiny.examples} < {q for q, *_ in plus.examples}  # the same questions, and more
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
