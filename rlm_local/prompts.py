@@ -89,6 +89,16 @@ common, or how many records are in one of them. Give ALL the categories of that 
 tells categories apart better than it answers yes or no about one."""
 SMALL_CODER_SYSTEM = _SMALL_CODER_TEMPLATE.replace("{count_helpers}", COUNT_HELPERS)
 SMALL_CODER_PLUS_SYSTEM = _SMALL_CODER_TEMPLATE.replace("{count_helpers}", COUNT_HELPERS_BY_CATEGORY)
+# For questions about many records (from 1B up), the one record helper is `label_each` with every kind of answer.
+# Why (1.5B): a yes/no question about one category is answered far worse than a choice among all of them (see
+# above), and shown `where`, the 1.5B put the condition over several records into the question asked of each one
+# ("Did the user get in touch about billing on two or more occasions?"), which no record can answer.
+LABEL_HELPERS = """- `label_each(question, labels)`: asks `question` about EVERY record (one line, list item or dict \
+entry) and returns one label per record (list of str, in the order of `items()`). Ask about ONE record only (what it \
+is about, its tone, yes or no), and give ALL the possible answers as `labels`: every topic, every tone, or a few \
+kinds plus "other". Conditions over several records (how many times, every one, pairs) are Python's job: count the \
+labels with `Counter`, or per writer over `zip(items(), labels)`."""
+SMALL_CODER_RECORDS_SYSTEM = _SMALL_CODER_TEMPLATE.replace("{count_helpers}", LABEL_HELPERS)
 
 # Worked examples for small models, as real chat turns in the exact format of a run (measured: a 0.5B model copies
 # the shape of these turns; told the same thing in prose it only wrote comments). One per task shape: find a fact,
@@ -188,6 +198,75 @@ SMALL_CODER_PLUS_EXAMPLES = (
         "and restarted'",
         'kinds = label_each("What kind of fault does this log entry report?", ["overheating", "jam", "power loss"])\n'
         "counts = Counter(kinds).most_common()\n"
+        'print("most:", counts[0], "least:", counts[-1])',
+        "most: ('jam', 1187) least: ('power loss', 413)",
+        "power loss",
+    ),
+)
+
+# Shown instead for questions about many records (from 1B up): the fact examples, then every record shape as labels
+# over all the kinds of answer, then Python (OOLONG-Pairs' conditions over a writer's records: more than once, every
+# one, pairs of writers; a count of one category; the most and least common). Only for such questions: shown these
+# for every question, the 1.5B also labelled the lines of a prose text to find who won a race (probe_root.py).
+_SUPPORT_LOG = (
+    "`context` is a str of 96,410 characters in 1,012 lines.\nFirst and last lines (each cut to 150 characters):"
+    "\n1| 2023-05-01 | cust_03 | Do you ship to Norway?\n...\n1012| 2023-09-30 | cust_41 | Thanks, all sorted."
+)
+_PER_WRITER = (
+    "per_writer = defaultdict(Counter)\n"
+    "for record, label in zip(items(), labels):\n"
+    '    per_writer[record.split(" | ")[1]][label] += 1\n'
+)
+SMALL_CODER_RECORDS_EXAMPLES = (
+    *SMALL_CODER_EXAMPLES[:3],
+    (
+        "How many of the support tickets are about trouble signing in?",
+        SMALL_CODER_EXAMPLES[3][1],
+        'labels = label_each("What is this ticket about?", ["signing in", "payment", "delivery", "other"])\n'
+        "print(Counter(labels))",
+        "Counter({'other': 903, 'delivery': 512, 'signing in': 214, 'payment': 201})",
+        "214",
+    ),
+    (
+        "Which customers asked for their money back more than once?",
+        _SUPPORT_LOG,
+        'labels = label_each("What does the writer of this message ask for?", ["money back", "delivery news", '
+        '"login help", "other"])\n'
+        + _PER_WRITER
+        + 'print([name for name, c in per_writer.items() if c["money back"] > 1])',
+        "['cust_17', 'cust_88']",
+        "cust_17, cust_88",
+    ),
+    (
+        "Which drivers had every one of their deliveries arrive on time?",
+        "`context` is a list of str with 3,115 items, 262,804 characters in total.\n"
+        "First and last items (each cut to 150 characters):\ncontext[0] = '2022-11-01 | drv_204 | Signed for at "
+        "9:40'\n...\ncontext[3114] = '2023-02-28 | drv_119 | Customer away'",
+        'labels = label_each("Did this delivery arrive on time or late?", ["on time", "late"])\n'
+        + _PER_WRITER
+        + 'print([name for name, c in per_writer.items() if set(c) == {{"on time"}}])',  # {{}}: .format()ted
+        "['drv_204', 'drv_377', 'drv_512']",
+        "drv_204, drv_377, drv_512",
+    ),
+    (
+        "Which pairs of customers both complained about a broken item?",
+        _SUPPORT_LOG,
+        'labels = label_each("What is this message about?", ["broken item", "late parcel", "refund", "other"])\n'
+        + _PER_WRITER
+        + 'names = sorted(name for name, c in per_writer.items() if c["broken item"] >= 1)\n'
+        "print(list(itertools.combinations(names, 2)))",
+        "[('cust_05', 'cust_22'), ('cust_05', 'cust_61'), ('cust_22', 'cust_61')]",
+        "cust_05 & cust_22, cust_05 & cust_61, cust_22 & cust_61",
+    ),
+    (
+        "Which kind of fault do the machine logs report least often: overheating, jam or power loss?",
+        "`context` is a dict of str -> str (entry id -> text) with 2,406 items, 230,118 characters in total.\n"
+        "Keys (3 of 2,406): 'e-00001', 'e-00002', 'e-00003'\n"
+        "First and last items (each cut to 150 characters):\ncontext['e-00001'] = 'Line 4 stopped, paper stuck'"
+        "\n...\ncontext['e-02406'] = 'Fan alarm on press 2'",
+        'labels = label_each("What kind of fault does this log entry report?", ["overheating", "jam", '
+        '"power loss"])\n'
+        "counts = Counter(labels).most_common()\n"
         'print("most:", counts[0], "least:", counts[-1])',
         "most: ('jam', 1187) least: ('power loss', 413)",
         "power loss",
@@ -336,6 +415,12 @@ class Profile:
     name: str
     system: str
     examples: tuple[tuple[str, str, str, str, str], ...] = ()  # (query, data description, code, output, answer)
+    records: Profile | None = None  # shown instead for a question about many records (a count, a selection)
+
+    def variant(self, about_records: bool) -> Profile:
+        """The records variant for a question about many records (how many, which users, the most common of some
+        options), else this profile: a small model copies the shapes it is shown, so a question sees its kind's."""
+        return self.records if about_records and self.records is not None else self
 
     def opening(
         self,
@@ -373,7 +458,12 @@ class Profile:
 PROFILES = {
     "general": Profile("general", GENERAL_SYSTEM),
     "small-coder": Profile("small-coder", SMALL_CODER_SYSTEM, SMALL_CODER_EXAMPLES),
-    "small-coder-plus": Profile("small-coder-plus", SMALL_CODER_PLUS_SYSTEM, SMALL_CODER_PLUS_EXAMPLES),
+    "small-coder-plus": Profile(
+        "small-coder-plus",
+        SMALL_CODER_PLUS_SYSTEM,
+        SMALL_CODER_PLUS_EXAMPLES,
+        records=Profile("small-coder-plus/records", SMALL_CODER_RECORDS_SYSTEM, SMALL_CODER_RECORDS_EXAMPLES),
+    ),
     "small-coder-basic": Profile("small-coder-basic", BASIC_CODER_SYSTEM, BASIC_CODER_EXAMPLES),
 }
 

@@ -39,6 +39,24 @@ def test_only_models_from_1b_up_are_shown_the_category_examples() -> None:
     assert {q for q, *_ in tiny.examples} < {q for q, *_ in plus.examples}  # the same questions, and more
 
 
+def test_from_1b_up_a_question_about_many_records_sees_labels_then_python() -> None:
+    """Shown `where`, the 1.5B put conditions over several records into the yes/no question asked of each one ("did
+    the user write about billing on two or more occasions?"); shown record examples for every question, it labelled
+    the lines of a prose text to find who won a race. So a question whose form says it is about many records gets a
+    variant without the yes/no record helpers, whose record examples label each record, then count or group the
+    labels per writer in Python; any other question gets the profile itself."""
+    plus = PROFILES["small-coder-plus"]
+    records = plus.variant(about_records=True)
+    assert plus.variant(about_records=False) is plus and records is not plus
+    assert PROFILES["small-coder"].variant(about_records=True) is PROFILES["small-coder"]  # the 0.5B: one prompt
+    assert "count_where" not in records.system and "`where(" not in records.system
+    codes = [code for _, _, code, _, _ in records.examples]
+    assert not any("where(" in code for code in codes)
+    per_writer = [code for code in codes if "per_writer" in code and "label_each" in code]
+    assert len(per_writer) == 3 and any("combinations" in code for code in per_writer)  # n times, every one, pairs
+    assert records.examples[:3] == SMALL_CODER_EXAMPLES[:3]  # the fact examples stay
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_formats_into_a_system_prompt_and_example_turns(name: str) -> None:
     opening = PROFILES[name].opening(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sandbox"))
@@ -295,13 +295,14 @@ def test_every_worked_example_runs_on_the_real_helpers():
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from rlm_local.prompts import SMALL_CODER_PLUS_EXAMPLES
+    from rlm_local.prompts import SMALL_CODER_PLUS_EXAMPLES, SMALL_CODER_RECORDS_EXAMPLES
+    from rlm_local.runtime.guards import PREIMPORT_CODE
 
     shapes = {"str": "\n".join(RECORDS), "list": RECORDS, "dict": {f"r{i}": r for i, r in enumerate(RECORDS)}}
-    for query, description, code, _, _ in SMALL_CODER_PLUS_EXAMPLES:  # the small-coder ones and two more
+    for query, description, code, _, _ in {*SMALL_CODER_PLUS_EXAMPLES, *SMALL_CODER_RECORDS_EXAMPLES}:
         shape = description.split("`context` is a ", 1)[1].split()[0]
         namespace, calls = strategies(shapes[shape])
-        namespace.update(Counter=Counter, defaultdict=defaultdict, re=__import__("re"), json=__import__("json"))
+        exec(PREIMPORT_CODE, namespace)  # what the runtime imports before the first cell
         printed = StringIO()
         with redirect_stdout(printed):
             exec(code.format(chunk_chars=1_000, sub_chars=5_000), namespace)  # as the prompt shows it

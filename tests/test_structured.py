@@ -43,6 +43,8 @@ def test_the_question_form_decides_the_task_type_where_english_makes_it_plain():
     assert question_form("Which topic comes up most often: pricing, delivery or returns?") == "MOST"
     assert question_form("What is the least common sentiment (positive, negative or neutral)?") == "LEAST"
     assert question_form("Which customers wrote twice?") == "LIST"
+    assert question_form("Who wrote to us more than once about a refund? I need their ids.") == "LIST"
+    assert question_form("Who won the race more than a decade ago?") is None
     assert question_form("Who designed the bridge?") is None  # a model decides
     assert question_form("Which colour is most common?") is None  # no options to count: not a labelling task
     assert answer_options("Which is most common: a, b or c?") == ("a", "b", "c")

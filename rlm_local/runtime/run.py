@@ -26,7 +26,7 @@ from rlm_local.repl.session import CellResult, ReplSession, StateLost
 from rlm_local.runtime import guards
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.guards import LoopGuards, answer_options
-from rlm_local.runtime.structured import run_structured
+from rlm_local.runtime.structured import question_form, run_structured
 from rlm_local.runtime.usage import Usage
 from rlm_local.runtime.voting import SAMPLE_TEMPERATURE, written_in
 from rlm_local.trajectory import Trajectory
@@ -90,7 +90,8 @@ class RLMRun:
         self.context = context
         self.depth = depth
         self.config = tree.config
-        self.profile = prompts.choose_profile(self.config.profile, tree.root_engine.model, tree.root_engine.source)
+        profile = prompts.choose_profile(self.config.profile, tree.root_engine.model, tree.root_engine.source)
+        self.profile = profile.variant(about_records=question_form(query) is not None)
         self.messages: list[dict[str, str]] = []
         self._first_turn = 0
         self.turn = 0

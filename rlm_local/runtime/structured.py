@@ -31,7 +31,8 @@ _LEAST = re.compile(r"\b(least|fewest|less)\s+(common|frequent|often|popular)?\b
 _LIST = re.compile(
     r"^\s*(which|list|name|give|what are the|who are the)\b.*\b(users|customers|people|members|clients|ids|pairs|"
     r"accounts|authors|senders|writers|employees|students|players|teams)\b"
-    r"|\b(all|every|each) (the )?(users?|customers?|pairs?|people|person)\b",
+    r"|\b(all|every|each) (the )?(users?|customers?|pairs?|people|person)\b"
+    r"|^\s*who\b.*\b(more than once|at least (twice|\w+ times)|or more (times|occasions)|ids)\b",
     re.IGNORECASE,
 )
 
