@@ -104,3 +104,23 @@ def test_auto_mode_makes_the_forced_guess_only_when_the_plan_finds_nothing():
     notes = [e["note"] for e in result.trajectory if e["event"] == "turn"]
     assert notes[-2:] == ["structured mode", "forced final answer"]
     assert result.answer == "cy" and result.stop_reason == "max_iterations"
+
+
+def test_auto_mode_runs_the_plan_first_for_a_question_naming_the_options_to_compare():
+    """'Which of A, B or C is most common' has one right program (label every record with the options, count); a
+    1.5B root wrote it for one such question and not for the next, so in auto mode the plan runs first."""
+
+    def labeller(prompt: str) -> str:
+        record = prompt.rsplit("Record:\n", 1)[-1]
+        return "delivery" if ("late" in record or "delivery" in record) else "other"
+
+    engine = ScriptedEngine([repl("print(context[0])"), "FINAL(other)"], sub=labeller)
+    query = "Which kind of message is the most common: delivery or other?"
+    result = run(RLMConfig(sandbox="process", mode="auto"), engine, query=query)
+    assert result.answer == "delivery" and engine.root_prompts == []  # the plan answered: no code from the root
+    turn = next(e for e in result.trajectory if e["event"] == "turn")
+    assert turn["plan"]["type"] == "MOST" and turn["plan"]["labels"] == ["delivery", "other"]
+
+    engine = ScriptedEngine([repl("print(context[0])"), "FINAL(other)"], sub=labeller)
+    result = run(RLMConfig(sandbox="process", mode="code"), engine, query=query)  # code mode: the model's own code
+    assert result.answer == "other" and len(engine.root_prompts) == 2
