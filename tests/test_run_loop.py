@@ -352,3 +352,15 @@ def test_a_worker_lost_while_reading_the_final_variable_tells_the_model():
     assert result.answer == "4217"
     told = engine.root_prompts[-1][-1]["content"]
     assert "could not be read" in told and "all variables were lost" in told, told
+
+
+def test_the_newest_output_is_cut_when_the_conversation_still_does_not_fit():
+    """One cell printing ~1,500 words into a 1,200-token window after a long first message: dropping older outputs
+    frees nothing, so the newest is cut in its middle (head, tail and the reminder stay) and the run answers."""
+    engine = ScriptedEngine([repl("print(('word ' * 1500) + 'end')"), "FINAL(4217)"], max_model_len=1200)
+    result = run(engine, guards=False, output_chars=20_000)
+    assert result.answer == "4217" and result.stop_reason == "final"
+    last = engine.root_prompts[-1]
+    assert engine.count_tokens(last) <= 1200 - 1200 // 8
+    assert "characters omitted" in last[-1]["content"] and "end" in last[-1]["content"]
+    assert "Turn 2 of" in last[-1]["content"]  # the reminder at its end is kept

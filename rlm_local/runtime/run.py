@@ -39,6 +39,7 @@ _BARE_NUMBER = re.compile(r"-?[\d][\d.,]*")
 _LIST_SEPARATORS = re.compile(r",\s*|\s+and\s+")
 MAX_CHOICES = 26  # llm_choose: a label set, not a vocabulary
 PLAN_FIRST = ("MOST", "LEAST")  # question forms whose structured program runs before the model's code (auto mode)
+MIN_NEWEST_CHARS = 400  # the newest output is never cut below this (its head, its tail and the turn's reminder)
 STUCK_TURNS = 2  # in `auto` mode, after this many turns stuck on a repeat the structured program takes over
 
 
@@ -442,8 +443,10 @@ class RLMRun:
 
     def _fit_window(self) -> None:
         """A conversation that, with room for a reply, no longer fits the root model's window loses its oldest cell
-        outputs first (replaced by a note; the code stays, and the REPL keeps every variable), never the opening or
-        the last exchange. Without this a long run ended with an error as soon as its outputs filled the window."""
+        outputs first (replaced by a note; the code stays, and the REPL keeps every variable), never the opening.
+        Without this a long run ended with an error as soon as its outputs filled the window. If that is not
+        enough, the newest output is cut in its middle too: with a long prompt profile in a 4,096-token window, one
+        printed list of 2,000 characters ended 2 of 6 runs (1.5B) without an answer."""
         engine = self.tree.root_engine
         if not engine.max_model_len:
             return
@@ -456,6 +459,15 @@ class RLMRun:
             if engine.count_tokens(self.messages) <= limit:
                 return
             self.messages[i] = {"role": "user", "content": ELIDED}
+        newest = self.messages[-1]
+        for _ in range(4):  # each cut takes the characters of the tokens over, at the newest message's own rate
+            excess = engine.count_tokens(self.messages) - limit
+            if excess <= 0 or len(self.messages) <= self._first_turn or len(newest["content"]) <= MIN_NEWEST_CHARS:
+                return
+            chars_per_token = len(newest["content"]) / max(1, engine.count_tokens([newest]))
+            keep = max(MIN_NEWEST_CHARS, len(newest["content"]) - int(1.2 * excess * chars_per_token) - 100)
+            newest = {"role": newest["role"], "content": truncate_output(newest["content"], keep)}
+            self.messages[-1] = newest
 
     def _check_window(self) -> None:
         engine = self.tree.root_engine
