@@ -11,6 +11,8 @@ Standard library only: this file runs inside the sandbox container next to repl_
 from __future__ import annotations
 
 import ast
+import contextlib
+import json
 import math
 import re
 from collections import Counter
@@ -74,6 +76,48 @@ def items(data: Any) -> list[str]:
     if isinstance(data, list | tuple):
         return [str(item) for item in data]
     return [line for line in str(data).splitlines() if line.strip()]
+
+
+_ID = re.compile(r"^(?=[^\s]*[A-Za-z])[\w.@+:-]{2,40}$")  # one token with a letter: user_0413, bob@x.io, C-17
+
+
+def writers(data: Any) -> list[str]:
+    """Who each record belongs to (a user id, customer, sender or account field), in `items()` order, so records
+    can be grouped by person; [] when no field looks like one. The field is found, not named: in delimited records
+    (`a | b | c`, tabs) or dict/JSON records, the field that holds one token with a letter in (nearly) every record,
+    repeats (record ids and timestamps do not) and has the most distinct values (people outnumber categories).
+    """
+    if isinstance(data, dict):
+        records: list[Any] = list(data.values())
+    elif isinstance(data, list | tuple):
+        records = list(data)
+    else:
+        records = items(data)
+    rows = [_fields(r) for r in records]
+    names = Counter(name for row in rows for name in row)
+    best, best_distinct = None, 0
+    for name, seen in names.items():
+        values = [row.get(name, "") for row in rows]
+        ids = [v for v in values if _ID.match(v)]
+        distinct = len(set(ids))
+        common = seen >= 0.9 * len(rows) and len(ids) >= 0.9 * len(rows)
+        if common and 2 <= distinct <= 0.8 * len(rows) and distinct > best_distinct:
+            best, best_distinct = name, distinct
+    return [] if best is None else [row.get(best, "") for row in rows]
+
+
+def _fields(record: Any) -> dict[str, str]:
+    """A record's fields by position (delimited text) or by key (dict, or a JSON object on one line)."""
+    if isinstance(record, str) and record.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            record = json.loads(record)
+    if isinstance(record, dict):
+        return {str(k): str(v).strip() for k, v in record.items() if not isinstance(v, dict | list)}
+    text = str(record)
+    for sep in ("|", "\t"):
+        if sep in text:
+            return {str(i): part.strip() for i, part in enumerate(text.split(sep))}
+    return {}
 
 
 def split_text(data: Any, max_chars: int = SPLIT_CHARS) -> list[str]:
@@ -427,6 +471,7 @@ class Strategies:
             "callers": bind(callers),
             "rank": bind(rank),
             "items": lambda data=None: items(self._data(data)),
+            "writers": lambda data=None: writers(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
         }
 
@@ -531,5 +576,6 @@ HELPER_NAMES = (
     "callers",
     "rank",
     "items",
+    "writers",
     "pieces",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -308,3 +309,21 @@ def test_every_worked_example_runs_on_the_real_helpers():
             exec(code.format(chunk_chars=1_000, sub_chars=5_000), namespace)  # as the prompt shows it
         assert printed.getvalue().strip(), query
         assert calls or "search(" in code, query  # every example but the plain search asks the sub-model
+
+
+def test_writers_finds_the_person_field_of_delimited_dict_and_json_records():
+    people = ["ana", "bo", "ana", "cy"]
+    assert rlm_helpers.writers("\n".join(RECORDS)) == people == rlm_helpers.writers(RECORDS)
+    keyed = {f"msg-{i}": record for i, record in enumerate(RECORDS)}  # unique keys are not people
+    assert rlm_helpers.writers(keyed) == people
+    tickets = [
+        {"id": f"T{i}", "customer": c, "topic": t, "text": "see notes"}
+        for i, (c, t) in enumerate(
+            [("acme-7", "billing"), ("zen-2", "billing"), ("acme-7", "login"), ("orb-1", "login"), ("zen-2", "billing")]
+        )
+    ]
+    assert rlm_helpers.writers(tickets) == ["acme-7", "zen-2", "acme-7", "orb-1", "zen-2"]  # not the topic
+    json_lines = "\n".join(json.dumps({"from": who, "body": "hello there"}) for who in ("kim", "lee", "kim"))
+    assert rlm_helpers.writers(json_lines) == ["kim", "lee", "kim"]
+    assert rlm_helpers.writers("Once upon a time.\nThe end of the story.") == []  # prose names no field
+    assert rlm_helpers.writers([f"{i} | order-{i} | shipped" for i in range(5)]) == []  # every value unique

@@ -9,7 +9,16 @@ from fakes import ScriptedEngine, repl
 from rlm_local.config import RLMConfig
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
-from rlm_local.runtime.structured import Plan, answer_options, program, question_form, record_question
+from rlm_local.runtime.structured import (
+    PersonRule,
+    Plan,
+    answer_options,
+    person_rule,
+    plan_first,
+    program,
+    question_form,
+    record_question,
+)
 
 RECORDS = [
     "2024-01-02 | ana | The parcel came two weeks late.",
@@ -62,8 +71,11 @@ def test_programs_are_valid_python_for_every_plan():
     import ast
 
     query = 'Who said "hi"?'
-    for plan in (Plan("LOOKUP", query), Plan("COUNT", "a?"), Plan("LEAST", "b?", ("x", "y")), Plan("LIST", "c?")):
+    people = PersonRule("all", pairs=True)
+    plans = (Plan("LOOKUP", query), Plan("COUNT", "a?"), Plan("LEAST", "b?", ("x", "y")), Plan("LIST", "c?"))
+    for plan in (*plans, Plan("LIST", "d?", people=people)):
         ast.parse(program(plan, query))
+        ast.parse(program(plan, query, people_only=True))
 
 
 def test_structured_mode_counts_with_one_plan_and_one_batch():
@@ -124,3 +136,61 @@ def test_auto_mode_runs_the_plan_first_for_a_question_naming_the_options_to_comp
     engine = ScriptedEngine([repl("print(context[0])"), "FINAL(other)"], sub=labeller)
     result = run(RLMConfig(sandbox="process", mode="code"), engine, query=query)  # code mode: the model's own code
     assert result.answer == "other" and len(engine.root_prompts) == 2
+
+
+def test_a_question_about_people_states_its_rule_and_the_question_for_one_record_leaves_it_out():
+    def rule(query: str) -> tuple[str, int, bool, str]:
+        found, about_one = person_rule(query)
+        return found.rule, found.times, found.pairs, about_one
+
+    assert rule("Which tenants reported a leak more than once?") == (
+        "at_least",
+        2,
+        False,
+        "Which tenants reported a leak?",
+    )
+    assert rule("Who paid late three or more times?")[:2] == ("at_least", 3)
+    assert rule("Which members logged in exactly twice?")[:2] == ("exactly", 2)
+    assert rule("Which drivers were always on time?") == ("all", 1, False, "Which drivers were on time?")
+    assert rule("Which clients never sent anything that wasn't a complaint?")[::3] == (
+        "all",
+        "Which clients sent a complaint?",
+    )
+    assert rule("Which reviewers' posts were all in French?")[3] == "Which reviewers' posts were in French?"
+    assert rule("Who never asked for a refund?")[:2] == ("none", 1)
+    assert rule("List every pair of authors who both cited the 2019 survey.") == (
+        "any",
+        1,
+        True,
+        "List every pair of authors who both cited the 2019 survey.",
+    )
+    keeps = PersonRule("all").keeps
+    assert keeps(3, 0) and not keeps(3, 1) and not keeps(0, 0)
+    assert PersonRule("at_least", 2).keeps(2, 5) and not PersonRule("at_least", 2).keeps(1, 0)
+    assert plan_first("Which is the most common complaint: delivery, price or size?")
+    assert not plan_first("Which customers wrote about late deliveries more than once?")  # its program comes after
+    assert not plan_first("How many messages complain about late parcels?")
+    assert "help answer" in record_question("Yes/no question to ask about ONE record: Is it late?", "Who was late?")
+
+
+def test_structured_mode_answers_a_question_about_people_by_grouping_every_record_by_person():
+    """'Which customers ... more than once': every record asked about on its own, grouped by the person field,
+    kept by the rule the question states."""
+    engine = ScriptedEngine([], sub=sub_model)
+    query = "Which customers wrote about late deliveries more than once?"
+    result = run(RLMConfig(sandbox="process", mode="structured"), engine, query=query)
+    assert result.answer == "ana" and engine.root_prompts == []
+    turn = next(e for e in result.trajectory if e["event"] == "turn")
+    assert turn["plan"]["people"] == {"rule": "at_least", "times": 2, "pairs": False}
+    assert "writers()" in turn["code"][0]
+
+    def trouble(prompt: str) -> str:  # late parcels and double charges count
+        if "Reply with that one question only" in prompt:
+            return "Does this message report a problem? Answer yes or no."
+        record = prompt.rsplit("Record:\n", 1)[-1]
+        return "yes" if ("late" in record or "charged" in record) else "no"
+
+    engine = ScriptedEngine([], sub=trouble)
+    query = "Which pairs of customers both reported a problem?"
+    result = run(RLMConfig(sandbox="process", mode="structured"), engine, query=query)
+    assert result.answer == "ana & cy"

@@ -26,7 +26,7 @@ from rlm_local.repl.session import CellResult, ReplSession, StateLost
 from rlm_local.runtime import guards
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.guards import LoopGuards, answer_options
-from rlm_local.runtime.structured import question_form, run_structured
+from rlm_local.runtime.structured import plan_first, question_form, run_structured
 from rlm_local.runtime.usage import Usage
 from rlm_local.runtime.voting import SAMPLE_TEMPERATURE, written_in
 from rlm_local.trajectory import Trajectory
@@ -38,7 +38,6 @@ _NUMBER = re.compile(r"\d")
 _BARE_NUMBER = re.compile(r"-?[\d][\d.,]*")
 _LIST_SEPARATORS = re.compile(r",\s*|\s+and\s+")
 MAX_CHOICES = 26  # llm_choose: a label set, not a vocabulary
-PLAN_FIRST = ("MOST", "LEAST")  # question forms whose structured program runs before the model's code (auto mode)
 MIN_NEWEST_CHARS = 400  # the newest output is never cut below this (its head, its tail and the turn's reminder)
 STUCK_TURNS = 2  # in `auto` mode, after this many turns stuck on a repeat the structured program takes over
 
@@ -148,16 +147,16 @@ class RLMRun:
         """Code mode, structured mode, or `auto`: the model's code first and, when it ends without an answer (or
         is stuck repeating itself), the structured program over the whole context. Measured on a 0.5B root: the
         program first answered none of 10 development tasks; the model's code answered the lookups it could. The
-        exception is a question that names the options to compare (PLAN_FIRST): its program (label every record
-        with the options, count) is the right code, which a 1.5B root wrote for one such question and not for the
-        next, so it runs first and the model's code only if it finds nothing."""
+        exception (`structured.plan_first`) is a question that names the options to compare: its program (label
+        every record with the options, count) is the right code, which a 1.5B root wrote for one such question and
+        not for the next, so it runs first and the model's code only if it finds nothing."""
         mode = self.config.mode
         if mode == "code":
             return await self._turns(session)
         if mode == "structured":
             return await run_structured(self, session)
-        if question_form(self.query) in PLAN_FIRST:
-            planned = await run_structured(self, session)
+        if plan_first(self.query):
+            planned = await run_structured(self, session, first=True)
             if planned.answer is not None or self.tree.budget.exceeded is not None:
                 return planned
         outcome = await self._turns(session, fallback=True)

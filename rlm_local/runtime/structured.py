@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from rlm_local.runtime.guards import answer_options
@@ -30,9 +30,9 @@ _MOST = re.compile(r"\b(most|more)\s+(common|frequent|often|popular)\b|\bmost of
 _LEAST = re.compile(r"\b(least|fewest|less)\s+(common|frequent|often|popular)?\b|\brarest\b", re.IGNORECASE)
 _LIST = re.compile(
     r"^\s*(which|list|name|give|what are the|who are the)\b.*\b(users|customers|people|members|clients|ids|pairs|"
-    r"accounts|authors|senders|writers|employees|students|players|teams)\b"
+    r"accounts|authors|senders|writers|employees|students|players|teams|drivers|patients|buyers|sellers)\b"
     r"|\b(all|every|each) (the )?(users?|customers?|pairs?|people|person)\b"
-    r"|^\s*who\b.*\b(more than once|at least (twice|\w+ times)|or more (times|occasions)|ids)\b",
+    r"|^\s*who\b.*\b(more than (once|twice|\w+ times)|at least (twice|\w+ times)|or more (times|occasions)|ids)\b",
     re.IGNORECASE,
 )
 
@@ -51,12 +51,95 @@ Reply with that one question only."""
 
 LABEL_QUESTION = "Which of these best describes this record: {options}?"
 
+# "Which users ... at least twice / only ever / never": the records are read one by one and grouped by person, so
+# the question about one record must leave out how often or whether always (asked of one record, "at least twice"
+# gets "no" everywhere: measured, a 1.5B root put it there in 1 of 3 listing runs).
+PERSON_REWRITE_PROMPT = """Question about the people in a collection of records: {query}
+
+Write the yes/no question to ask about ONE record on its own (not the person's other records) to decide whether \
+that record counts. For example, for "Which customers complained about the battery more than once?" write: Does \
+this record complain about the battery? Reply with that one question only."""
+
+_NUMBER = {"once": 1, "twice": 2, "thrice": 3, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_N = r"(once|twice|thrice|\d+|one|two|three|four|five|six)(?: times)?"
+_EXACTLY = re.compile(rf"\b(?:exactly|only|just) {_N}\b", re.IGNORECASE)
+_MORE_THAN = re.compile(rf"\bmore than {_N}\b", re.IGNORECASE)
+_AT_LEAST = re.compile(rf"\bat least {_N}\b|(?:\b(?:on|in) )?\b{_N} or more\b(?: (?:times|occasions))?", re.IGNORECASE)
+_REPEATEDLY = re.compile(r"\b(?:repeatedly|(?:multiple|several|many) times)\b", re.IGNORECASE)
+_NEVER_OTHER = re.compile(
+    r"\bnever (\w+) (?:anything|something|a \w+) (?:that|which) (?:wasn't|was not|isn't|is not|weren't)\b",
+    re.IGNORECASE,
+)
+_ALL = re.compile(
+    r"\bonly(?: ever)?\b|\bexclusively\b|\balways\b|\bnothing but\b|\b(?:were|was|are) all\b"
+    r"|\ball of (?:their|his|her|its)\b",
+    re.IGNORECASE,
+)
+_NEVER = re.compile(r"\bnever(?: once)?\b|\bnot once\b", re.IGNORECASE)
+_PAIRS = re.compile(r"\bpairs?\b", re.IGNORECASE)
+_PEOPLE = re.compile(
+    r"\b(users?|customers?|people|persons?|members?|clients?|accounts?|authors?|senders?|writers?|employees?|"
+    r"students?|players?|patients?|buyers?|sellers?|drivers?|who)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class PersonRule:
+    """Which people a per-person question keeps, from how many of their records count ("yes") and how many not."""
+
+    rule: str  # "any", "at_least", "exactly", "all" or "none"
+    times: int = 1
+    pairs: bool = False  # the answer is every pair of the people kept
+
+    def keeps(self, yes: int, no: int) -> bool:
+        if self.rule == "all":
+            return yes >= 1 and no == 0
+        if self.rule == "none":
+            return yes == 0
+        if self.rule == "exactly":
+            return yes == self.times
+        return yes >= self.times
+
+
+def person_rule(query: str) -> tuple[PersonRule, str]:
+    """The rule a question about people states in its words ("at least twice", "only ever", "never"), and the
+    question without those words (for phrasing the question about one record)."""
+    pairs = bool(_PAIRS.search(query))
+    for pattern, rule, extra in ((_EXACTLY, "exactly", 0), (_MORE_THAN, "at_least", 1), (_AT_LEAST, "at_least", 0)):
+        found = pattern.search(query)
+        if found:
+            word = next(g for g in found.groups() if g).lower()
+            times = int(word) if word.isdigit() else _NUMBER[word]
+            return PersonRule(rule, times + extra, pairs), _without(query, found)
+    found = _REPEATEDLY.search(query)
+    if found:
+        return PersonRule("at_least", 2, pairs), _without(query, found)
+    found = _NEVER_OTHER.search(query)
+    if found:
+        return PersonRule("all", 1, pairs), query[: found.start()] + found.group(1) + query[found.end() :]
+    found = _ALL.search(query)
+    if found:
+        return PersonRule("all", 1, pairs), _without(query, found)
+    found = _NEVER.search(query)
+    if found:
+        return PersonRule("none", 1, pairs), _without(query, found)
+    return PersonRule("any", 1, pairs), query
+
+
+def _without(query: str, found: re.Match[str]) -> str:
+    """The query without the matched words ("were all" keeps its verb), spaces tidied."""
+    verb = re.match(r"(were|was|are) all\b", found.group(0), re.IGNORECASE)
+    kept = query[: found.start()] + (verb.group(1) if verb else "") + query[found.end() :]
+    return re.sub(r"\s+([?.,;])", r"\1", re.sub(r"\s{2,}", " ", kept)).strip()
+
 
 @dataclass(frozen=True)
 class Plan:
     task_type: str  # LOOKUP, COUNT, MOST, LEAST or LIST
     record_question: str
     labels: tuple[str, ...] = ()
+    people: PersonRule | None = None  # LIST about people: records grouped by `writers()`, kept by this rule
 
 
 def question_form(query: str) -> str | None:
@@ -76,7 +159,8 @@ def question_form(query: str) -> str | None:
 def record_question(reply: str, query: str) -> str:
     """The rewritten yes/no question; the query itself, made a yes/no question, if the reply is unusable."""
     line = reply.strip().split("\n", 1)[0].strip()
-    if not line.endswith(("?", "no.", "no")) or line.rstrip("?. ").lower() == query.rstrip("?. ").lower():
+    echoed = re.search(r"\bONE record\b|\byes/no question\b", line, re.IGNORECASE)  # the instructions copied
+    if echoed or not line.endswith(("?", "no.", "no")) or line.rstrip("?. ").lower() == query.rstrip("?. ").lower():
         return f"Does this record help answer: {query} Answer yes or no."
     return line if "yes or no" in line.lower() else f"{line} Answer yes or no."
 
@@ -93,12 +177,17 @@ async def make_plan(run: RLMRun) -> Plan:
         return Plan(task_type, LABEL_QUESTION.format(options=", ".join(options)), options)
     if task_type == "LOOKUP":
         return Plan(task_type, query)
+    if task_type == "LIST" and _PEOPLE.search(query):
+        people, about_one = person_rule(query)
+        reply = await run.ask_sub_model(PERSON_REWRITE_PROMPT.format(query=about_one), max_tokens=48)
+        return Plan(task_type, record_question(reply, about_one), people=people)
     reply = await run.ask_sub_model(REWRITE_PROMPT.format(query=query), max_tokens=48)
     return Plan(task_type, record_question(reply, query))
 
 
-def program(plan: Plan, query: str) -> str:
-    """The REPL code for a plan: helper calls only, ending in FINAL."""
+def program(plan: Plan, query: str, *, people_only: bool = False) -> str:
+    """The REPL code for a plan: helper calls only, ending in FINAL. `people_only`: a question about people is
+    answered only if the records name their people (no search-and-read fallback: the model's code comes next)."""
     q, rq, labels = json.dumps(query), json.dumps(plan.record_question), json.dumps(list(plan.labels))
     if plan.task_type == "COUNT":
         return f"answer = count_where({rq})\nprint(answer)\nFINAL(answer)"
@@ -110,22 +199,69 @@ def program(plan: Plan, query: str) -> str:
             "counts = sorted(((k, found.get(k, 0)) for k in labels), key=lambda kv: -kv[1])\n"
             f"print(counts)\nFINAL({pick})"
         )
+    if plan.task_type == "LIST" and plan.people is not None:
+        return _per_person_program(plan.people, rq, fallback=None if people_only else _list_program(q, rq))
     if plan.task_type == "LIST":
-        return (
-            f"hits = where({rq})\n"
-            "print(len(hits), 'matching records')\n"
-            f"answer = ask_all({q}, data=hits) if hits else 'NONE'\n"
-            "print(answer)\nFINAL(answer)"
-        )
+        return _list_program(q, rq)
     return f"answer = ask_all({q})\nprint(answer)\nFINAL(answer)"
 
 
-async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
-    """Plan with one sub-call, run the plan's program in the REPL, answer with what it returns."""
+def _list_program(q: str, rq: str) -> str:
+    return (
+        f"hits = where({rq})\n"
+        "print(len(hits), 'matching records')\n"
+        f"answer = ask_all({q}, data=hits) if hits else 'NONE'\n"
+        "print(answer)\nFINAL(answer)"
+    )
+
+
+_KEEP = {
+    "all": 'c["yes"] >= 1 and c["no"] == 0',
+    "none": 'c["yes"] == 0',
+    "exactly": 'c["yes"] == {n}',
+    "at_least": 'c["yes"] >= {n}',
+    "any": 'c["yes"] >= 1',
+}
+
+
+def _per_person_program(rule: PersonRule, rq: str, fallback: str | None) -> str:
+    """Ask about every record, group the answers by the person each record belongs to, keep people by the rule."""
+    keep = _KEEP[rule.rule].format(n=rule.times)
+    answer = '"\\n".join(f"{a} & {b}" for a, b in itertools.combinations(kept, 2))' if rule.pairs else '", ".join(kept)'
+    grouped = (
+        f"flags = label_each({rq}, ['yes', 'no'])\n"
+        "tally = defaultdict(Counter)\n"
+        "for person, flag in zip(who, flags):\n"
+        "    tally[person][flag] += 1\n"
+        f"kept = sorted(person for person, c in tally.items() if {keep})\n"
+        "print(len(kept), 'of', len(tally), 'people kept:', kept)\n"
+        f"answer = {answer}\n"
+        "if answer:\n"
+        "    FINAL(answer)\n"
+    )
+    lines = ["who = writers()", "if who:", *("    " + line for line in grouped.splitlines())]
+    if fallback is not None:
+        lines += ["else:", *("    " + line for line in fallback.splitlines())]
+    else:
+        lines += ["else:", "    print('the records name no person')"]
+    return "\n".join(lines)
+
+
+def plan_first(query: str) -> bool:
+    """Questions whose program is the right code, so `auto` runs it before the model's: most/least of named
+    options (label every record with them, count). Not questions about people: their program is the right shape,
+    but it rests on one yes/no judgement a record, which the 1.5B sub-model makes no better than chance for topics
+    (docs/eval/README.md, session 16)."""
+    return question_form(query) in ("MOST", "LEAST")
+
+
+async def run_structured(run: RLMRun, session: ReplSession, *, first: bool = False) -> Outcome:
+    """Plan with one sub-call, run the plan's program in the REPL, answer with what it returns. `first`: before
+    the model's own code (see `plan_first`)."""
     from rlm_local.runtime.run import Outcome
 
     plan = await make_plan(run)
-    code = program(plan, run.query)
+    code = program(plan, run.query, people_only=first)
     run.turn += 1
     result = await session.execute(code)
     output = run.format_cell(result)
@@ -144,7 +280,12 @@ async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
         outputs=[output],
         final=answer,
         note="structured mode",
-        plan={"type": plan.task_type, "record_question": plan.record_question, "labels": list(plan.labels)},
+        plan={
+            "type": plan.task_type,
+            "record_question": plan.record_question,
+            "labels": list(plan.labels),
+            "people": None if plan.people is None else asdict(plan.people),
+        },
     )
     if answer is None:
         return Outcome(None, "error", f"the structured {plan.task_type} program found no answer: {output[-300:]}", 1)
