@@ -79,8 +79,11 @@ class Channel:
         self._sock.connect(path)  # the host listens before this process starts
         self._lock = threading.Lock()
         self._next_id = 0
+        self._pid = os.getpid()
 
     def send(self, message: dict[str, Any]) -> None:
+        if os.getpid() != self._pid:  # a copy made by os.fork() in model code: only the worker itself may answer
+            os._exit(0)  # (a fork bomb's copies each sent their cell's result, and the host restarted the REPL)
         data = json.dumps(message, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
         self._sock.sendall(HEADER.pack(len(data)) + data)
 
