@@ -156,7 +156,7 @@ class RLMRun:
         if mode == "structured":
             return await run_structured(self, session)
         if plan_first(self.query):
-            planned = await run_structured(self, session, first=True)
+            planned = await run_structured(self, session)
             if planned.answer is not None or self.tree.budget.exceeded is not None:
                 return planned
         outcome = await self._turns(session, fallback=True)

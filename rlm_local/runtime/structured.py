@@ -185,9 +185,8 @@ async def make_plan(run: RLMRun) -> Plan:
     return Plan(task_type, record_question(reply, query))
 
 
-def program(plan: Plan, query: str, *, people_only: bool = False) -> str:
-    """The REPL code for a plan: helper calls only, ending in FINAL. `people_only`: a question about people is
-    answered only if the records name their people (no search-and-read fallback: the model's code comes next)."""
+def program(plan: Plan, query: str) -> str:
+    """The REPL code for a plan: helper calls only, ending in FINAL."""
     q, rq, labels = json.dumps(query), json.dumps(plan.record_question), json.dumps(list(plan.labels))
     if plan.task_type == "COUNT":
         return f"answer = count_where({rq})\nprint(answer)\nFINAL(answer)"
@@ -200,7 +199,7 @@ def program(plan: Plan, query: str, *, people_only: bool = False) -> str:
             f"print(counts)\nFINAL({pick})"
         )
     if plan.task_type == "LIST" and plan.people is not None:
-        return _per_person_program(plan.people, rq, fallback=None if people_only else _list_program(q, rq))
+        return _per_person_program(plan.people, rq, fallback=_list_program(q, rq))
     if plan.task_type == "LIST":
         return _list_program(q, rq)
     return f"answer = ask_all({q})\nprint(answer)\nFINAL(answer)"
@@ -224,8 +223,9 @@ _KEEP = {
 }
 
 
-def _per_person_program(rule: PersonRule, rq: str, fallback: str | None) -> str:
-    """Ask about every record, group the answers by the person each record belongs to, keep people by the rule."""
+def _per_person_program(rule: PersonRule, rq: str, fallback: str) -> str:
+    """Ask about every record, group the answers by the person each record belongs to, keep people by the rule;
+    `fallback` where the records name no person."""
     keep = _KEEP[rule.rule].format(n=rule.times)
     answer = '"\\n".join(f"{a} & {b}" for a, b in itertools.combinations(kept, 2))' if rule.pairs else '", ".join(kept)'
     grouped = (
@@ -240,10 +240,7 @@ def _per_person_program(rule: PersonRule, rq: str, fallback: str | None) -> str:
         "    FINAL(answer)\n"
     )
     lines = ["who = writers()", "if who:", *("    " + line for line in grouped.splitlines())]
-    if fallback is not None:
-        lines += ["else:", *("    " + line for line in fallback.splitlines())]
-    else:
-        lines += ["else:", "    print('the records name no person')"]
+    lines += ["else:", *("    " + line for line in fallback.splitlines())]
     return "\n".join(lines)
 
 
@@ -255,13 +252,12 @@ def plan_first(query: str) -> bool:
     return question_form(query) in ("MOST", "LEAST")
 
 
-async def run_structured(run: RLMRun, session: ReplSession, *, first: bool = False) -> Outcome:
-    """Plan with one sub-call, run the plan's program in the REPL, answer with what it returns. `first`: before
-    the model's own code (see `plan_first`)."""
+async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
+    """Plan with one sub-call, run the plan's program in the REPL, answer with what it returns."""
     from rlm_local.runtime.run import Outcome
 
     plan = await make_plan(run)
-    code = program(plan, run.query, people_only=first)
+    code = program(plan, run.query)
     run.turn += 1
     result = await session.execute(code)
     output = run.format_cell(result)
