@@ -327,3 +327,41 @@ def test_writers_finds_the_person_field_of_delimited_dict_and_json_records():
     assert rlm_helpers.writers(json_lines) == ["kim", "lee", "kim"]
     assert rlm_helpers.writers("Once upon a time.\nThe end of the story.") == []  # prose names no field
     assert rlm_helpers.writers([f"{i} | order-{i} | shipped" for i in range(5)]) == []  # every value unique
+
+
+def test_categories_are_named_by_the_sub_model_from_a_sample_spread_over_the_records():
+    namespace = {"context": [f"2024-01-{i % 28 + 1:02d} | u{i} | message {i}" for i in range(100)]}
+    prompts: list[str] = []
+
+    def batched(batch):
+        prompts.extend(batch)
+        return ["1. Billing\n2. Account", "billing, shipping and praise", "Praise"][: len(batch)]
+
+    helpers = Strategies(batched, namespace).helpers()
+    assert helpers["categories"]("Who wrote about their account?") == [
+        "account", "billing", "shipping", "praise", "other"
+    ]  # fmt: skip
+    assert len(prompts) == rlm_helpers.CATEGORY_SAMPLES  # samples read at once, their names pooled
+    shown = [p.split("Question:")[0] for p in prompts]
+    assert all(s.count("| u") == rlm_helpers.CATEGORY_SAMPLE for s in shown)
+    assert len({line for s in shown for line in s.splitlines() if "| u" in line}) == 3 * rlm_helpers.CATEGORY_SAMPLE
+    assert "| message 0\n" in shown[0] and any("| message 9" in s for s in shown)  # spread to the end
+    assert "Who wrote about their account?" in prompts[0]
+    assert helpers["categories"]("Which users wrote about shipping?")[0] == "shipping"  # named in the question
+
+
+def test_category_names_keep_short_distinct_names_and_leave_a_choice():
+    names = rlm_helpers.category_names
+    assert names("Product Questions, product question, General") == ["product questions", "general", "other"]
+    assert names("Positive") == ["positive", "other"]
+    assert names("NONE") == [] and names("") == []
+    assert names("positive, this is a sentence about the records, Other") == ["positive", "other"]
+    assert len(names(", ".join(f"kind {c}" for c in "abcdefghij"))) == rlm_helpers.MAX_CATEGORIES + 1
+    first = rlm_helpers.asked_first
+    assert first(["negative", "positive"], "Which users wrote positive messages?") == ["positive", "negative"]
+    assert first(["support", "account"], "Who contacted support about their account?")[0] == "account"
+    asked = "Which pairs of customers contacted support about shipping?"
+    assert first(["customer support", "support", "shipping"], asked)[0] == "shipping"  # what it is about
+    assert first(["general questions", "product questions"], "Who sent product questions?")[0] == "product questions"
+    assert first(["support", "billing"], "Who wrote about invoices?") == ["invoices", "support", "billing"]
+    assert first(["support", "billing"], "Which clients complained?") == ["support", "billing"]  # nothing named

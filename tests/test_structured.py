@@ -33,9 +33,13 @@ def sub_model(prompt: str) -> str:
         return "Is this message about a late delivery? Answer yes or no."
     if "Reply with the letter A or B" in prompt:  # the planner's classifying call
         return "A"
+    if "Name the category the question looks for first" in prompt:  # `categories()`
+        return "Late delivery, Praise, Billing"
     record = prompt.rsplit("Record:\n", 1)[-1]
     if "(one of: yes, no)" in prompt:
         return "yes" if ("late" in record or "delivery" in record) else "no"
+    if "(one of: late delivery, praise, billing)" in prompt:
+        return "late delivery" if ("late" in record or "delivery" in record) else "praise"
     return "NONE"
 
 
@@ -167,7 +171,7 @@ def test_a_question_about_people_states_its_rule_and_the_question_for_one_record
     assert keeps(3, 0) and not keeps(3, 1) and not keeps(0, 0)
     assert PersonRule("at_least", 2).keeps(2, 5) and not PersonRule("at_least", 2).keeps(1, 0)
     assert plan_first("Which is the most common complaint: delivery, price or size?")
-    assert not plan_first("Which customers wrote about late deliveries more than once?")  # its program comes after
+    assert plan_first("Which customers wrote about late deliveries more than once?")  # grouped by person first
     assert not plan_first("How many messages complain about late parcels?")
     assert "help answer" in record_question("Yes/no question to ask about ONE record: Is it late?", "Who was late?")
 
@@ -186,10 +190,23 @@ def test_structured_mode_answers_a_question_about_people_by_grouping_every_recor
     def trouble(prompt: str) -> str:  # late parcels and double charges count
         if "Reply with that one question only" in prompt:
             return "Does this message report a problem? Answer yes or no."
+        if "Name the category the question looks for first" in prompt:
+            return "1. Problem\n2. Thanks"
         record = prompt.rsplit("Record:\n", 1)[-1]
-        return "yes" if ("late" in record or "charged" in record) else "no"
+        return "problem" if ("late" in record or "charged" in record) else "thanks"
 
     engine = ScriptedEngine([], sub=trouble)
     query = "Which pairs of customers both reported a problem?"
     result = run(RLMConfig(sandbox="process", mode="structured"), engine, query=query)
     assert result.answer == "ana & cy"
+
+
+def test_the_per_person_program_asks_yes_or_no_when_no_categories_are_named():
+    def unnamed(prompt: str) -> str:
+        return "NONE" if "Name the category the question looks for first" in prompt else sub_model(prompt)
+
+    engine = ScriptedEngine([], sub=unnamed)
+    query = "Which customers wrote about late deliveries?"
+    result = run(RLMConfig(sandbox="process", mode="structured"), engine, query)
+    assert result.answer == "ana"
+    assert "categories: []" in next(e for e in result.trajectory if e["event"] == "turn")["outputs"][0]

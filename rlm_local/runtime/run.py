@@ -147,9 +147,9 @@ class RLMRun:
         """Code mode, structured mode, or `auto`: the model's code first and, when it ends without an answer (or
         is stuck repeating itself), the structured program over the whole context. Measured on a 0.5B root: the
         program first answered none of 10 development tasks; the model's code answered the lookups it could. The
-        exception (`structured.plan_first`) is a question that names the options to compare: its program (label
-        every record with the options, count) is the right code, which a 1.5B root wrote for one such question and
-        not for the next, so it runs first and the model's code only if it finds nothing."""
+        exceptions (`structured.plan_first`) are questions whose program is the right code (most/least of named
+        options; which people meet a condition over their records), which a 1.5B root wrote for one such question
+        and not for the next, so it runs first and the model's code only if it finds nothing."""
         mode = self.config.mode
         if mode == "code":
             return await self._turns(session)
