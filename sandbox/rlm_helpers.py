@@ -611,14 +611,16 @@ def asked_first(names: list[str], question: str) -> list[str]:
     matches becomes the first one itself. Else the name with most of the question's words, the last named first."""
     found = _ABOUT.search(question)
     topic = " ".join(found.group(1).split()[:3]).lower() if found else ""
-    where = topic if _stems(topic) else question
+    has_topic = bool(_stems(topic))
+    where = topic if has_topic else question
     words = [(m.start(), m.group().lower()[:5]) for m in _WORD.finditer(where)]
+    candidates = [n for n in names if n != "other"]  # "nothing other than praise" does not ask about 'other'
     at = {n: (len(_stems(n) & _stems(where)), max((i for i, w in words if w in _stems(n)), default=-1))
-          for n in names}  # fmt: skip
-    asked = max(names, key=lambda n: at[n], default=None)
+          for n in candidates}  # fmt: skip
+    asked = max(candidates, key=lambda n: at[n], default=None)
     if asked is not None and at[asked][0] > 0:
         return [asked, *(n for n in names if n != asked)]
-    return [topic, *names] if where is topic and names else names
+    return [topic, *names] if has_topic and names else names
 
 
 def _to_label(answer: str, labels: list[str] | None) -> str:

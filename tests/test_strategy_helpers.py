@@ -365,3 +365,4 @@ def test_category_names_keep_short_distinct_names_and_leave_a_choice():
     assert first(["general questions", "product questions"], "Who sent product questions?")[0] == "product questions"
     assert first(["support", "billing"], "Who wrote about invoices?") == ["invoices", "support", "billing"]
     assert first(["support", "billing"], "Which clients complained?") == ["support", "billing"]  # nothing named
+    assert first(["billing", "praise", "other"], "Who wrote nothing other than praise?")[0] == "praise"
