@@ -12,6 +12,7 @@ import pytest
 
 from rlm_local.config import Budgets, EngineConfig, RLMConfig
 from rlm_local.engines.vllm_engine import VLLMEngine
+from rlm_local.eval.tasks import make_task
 from rlm_local.repl.docker_sandbox import DockerSandbox
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
@@ -109,3 +110,20 @@ async def test_window_smaller_than_system_prompt_is_a_clear_error():
             await rlm.acompletion("What is the code?", "some text " * 100)
     finally:
         await small.close()
+
+
+async def test_a_question_about_people_labels_every_record_and_groups_by_person(engine, docker_sandbox):
+    """'Which users only ever wrote ...?' over 76 messages: auto mode runs the per-person program first, which
+    names the categories from the data, labels every record with them (one scored sub-call each) and keeps users
+    by the question's rule; whatever it keeps are users of the data."""
+    task = make_task("listing", 3, 6_000, shape="str", variant="only_label")
+    records = [line for line in task.context.splitlines() if line.strip()]
+    result = await RLM(config(), root_engine=engine, sandbox=docker_sandbox).acompletion(task.query, task.context)
+    planned = next(e for e in result.trajectory if e["event"] == "turn")
+    assert planned["note"] == "structured mode" and planned["plan"]["people"]["rule"] == "all", planned
+    assert "categories:" in planned["outputs"][0] and "people kept" in planned["outputs"][0], planned["outputs"]
+    labelled = [e for e in result.trajectory if e["event"] == "subcall" and e["kind"] in ("llm_query", "llm_choose")]
+    assert len(labelled) >= len(records)
+    users = set(re.findall(r"user_\d{4}", task.context))
+    kept = re.search(r"people kept: (\[.*\])", planned["outputs"][0])
+    assert kept and set(re.findall(r"user_\d{4}", kept.group(1))) <= users
