@@ -13,6 +13,7 @@ from rlm_local.runtime.structured import (
     PersonRule,
     Plan,
     answer_options,
+    called_name,
     person_rule,
     plan_first,
     program,
@@ -210,3 +211,35 @@ def test_the_per_person_program_asks_yes_or_no_when_no_categories_are_named():
     result = run(RLMConfig(sandbox="process", mode="structured"), engine, query)
     assert result.answer == "ana"
     assert "categories: []" in next(e for e in result.trajectory if e["event"] == "turn")["outputs"][0]
+
+
+CODE = {
+    "store.py": "def write_task(path):\n    return path\n\n\ndef _write_task(items):\n    return items\n",
+    "jobs.py": "def store_header(path, rows):\n    write_task(path)\n\n\ndef tidy(rows):\n"
+    "    # write_task is called by the writer, not here\n    _write_task(rows)\n",
+}
+
+
+def test_a_question_about_who_calls_a_function_is_answered_from_the_parsed_code_first():
+    """A 1.5B root searched for the name and answered a look-alike; `callers` parses the code, so a comment, a
+    string or `_write_task` is not a call."""
+    assert called_name("`write_task` is invoked in exactly one place. Which function invokes it?") == "write_task"
+    assert called_name("Where is flush_rows() called from?") == "flush_rows"
+    assert called_name("Which users called about billing?") is None  # no code name: a question about records
+    assert called_name("Who called user_0413 twice?") is None
+    assert not plan_first("What is the function that converts kilometres to miles called?")
+
+    async def go(query: str, engine: ScriptedEngine):
+        async with RLM(RLMConfig(sandbox="process", mode="auto"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
+            return await rlm.acompletion(query, CODE)
+
+    engine = ScriptedEngine(["FINAL(_write_task)"], sub=sub_model)
+    result = asyncio.run(go("Which function calls `write_task`?", engine))
+    assert result.answer == "store_header" and engine.root_prompts == [] and result.usage.sub_calls == 0
+    assert next(e for e in result.trajectory if e["event"] == "turn")["plan"]["type"] == "CALLERS"
+    result = asyncio.run(go("How many functions call `_write_task`?", ScriptedEngine([], sub=sub_model)))
+    assert result.answer == "1"
+
+    engine = ScriptedEngine([repl("print(list(context))"), "FINAL(nobody)"], sub=sub_model)
+    result = asyncio.run(go("Which function calls `never_defined`?", engine))
+    assert result.answer == "nobody" and len(engine.root_prompts) == 2  # no caller found: the model's own turns

@@ -60,6 +60,25 @@ Write the yes/no question to ask about ONE record on its own (not the person's o
 that record counts. For example, for "Which customers complained about the battery more than once?" write: Does \
 this record complain about the battery? Reply with that one question only."""
 
+# "Which function calls `parse_row`?", "Where is `flush()` called from?": a code question with one right program
+# (`callers`: the code is parsed, so a mention in a comment, a string or a look-alike name is not a call). Measured:
+# a 1.5B root searched for the name instead and answered the look-alike `_write_task` (docs/eval/README.md, s17).
+_CALLS = re.compile(
+    r"\b(?:calls?|invokes?|invoking|calling)\b|\b(?:called|invoked|used)\b.*\b(?:from|by|in|where)\b"
+    r"|\b(?:where|which|what)\b.*\b(?:called|invoked)\b",
+    re.IGNORECASE,
+)
+_CODE_NAME = re.compile(r"`([A-Za-z_][\w.]*)(?:\(\))?`|\b([A-Za-z_][\w.]*)\(\)|\b([a-z]+(?:_[a-z]+)+|[a-z]+[A-Z]\w*)\b")
+
+
+def called_name(query: str) -> str | None:
+    """The function a question asks the callers of ("Which function calls `write_task`?"), or None."""
+    if not _CALLS.search(query):
+        return None
+    found = _CODE_NAME.search(query)
+    return next(g for g in found.groups() if g) if found else None
+
+
 _NUMBER = {"once": 1, "twice": 2, "thrice": 3, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _N = r"(once|twice|thrice|\d+|one|two|three|four|five|six)(?: times)?"
 _EXACTLY = re.compile(rf"\b(?:exactly|only|just) {_N}\b", re.IGNORECASE)
@@ -136,7 +155,7 @@ def _without(query: str, found: re.Match[str]) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    task_type: str  # LOOKUP, COUNT, MOST, LEAST or LIST
+    task_type: str  # LOOKUP, COUNT, MOST, LEAST, LIST or CALLERS
     record_question: str
     labels: tuple[str, ...] = ()
     people: PersonRule | None = None  # LIST about people: records grouped by `writers()`, kept by this rule
@@ -169,6 +188,9 @@ def record_question(reply: str, query: str) -> str:
 async def make_plan(run: RLMRun) -> Plan:
     """Rules for the question's form, then at most two narrow sub-calls (classify, rephrase)."""
     query = run.query
+    name = called_name(query)
+    if name is not None:
+        return Plan("CALLERS", name)  # no sub-call: the code is parsed
     task_type = question_form(query)
     if task_type is None:
         reply = await run.ask_sub_model(CLASSIFY_PROMPT.format(query=query), max_tokens=4)
@@ -189,6 +211,9 @@ async def make_plan(run: RLMRun) -> Plan:
 def program(plan: Plan, query: str) -> str:
     """The REPL code for a plan: helper calls only, ending in FINAL."""
     q, rq, labels = json.dumps(query), json.dumps(plan.record_question), json.dumps(list(plan.labels))
+    if plan.task_type == "CALLERS":
+        answer = "len(found)" if _COUNT.search(query) else '", ".join(found)'
+        return f"found = callers({rq})\nprint(found)\nif found:\n    FINAL({answer})"
     if plan.task_type == "COUNT":
         return f"answer = count_where({rq})\nprint(answer)\nFINAL(answer)"
     if plan.task_type in ("MOST", "LEAST"):
@@ -255,11 +280,13 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
 
 
 def plan_first(query: str) -> bool:
-    """Questions whose program is the right code, so `auto` runs it before the model's: most/least of named
-    options (label every record with them, count), and which people meet a condition over their records (label
-    every record with the categories found in the data, group by person, keep by the rule). Measured for the
-    second on development seeds (1.5B, listing, 36,000 chars): 1.00 / 0.07 / 0.38 run first, against 0.00 / 0.27 /
-    0.47 from the model's code (docs/eval/README.md, session 17)."""
+    """Questions whose program is the right code, so `auto` runs it before the model's: who calls a function in
+    code (`callers`), most/least of named options (label every record with them, count), and which people meet a
+    condition over their records (label every record with the categories found in the data, group by person, keep
+    by the rule). Measured for the last on development seeds (1.5B, listing, 36,000 chars): 1.00 / 0.07 / 0.38
+    run first, against 0.00 / 0.27 / 0.47 from the model's code (docs/eval/README.md, session 17)."""
+    if called_name(query) is not None:
+        return True
     form = question_form(query)
     return form in ("MOST", "LEAST") or (form == "LIST" and bool(_PEOPLE.search(query)))
 
