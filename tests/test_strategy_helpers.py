@@ -65,6 +65,9 @@ def test_search_finds_words_in_any_shape_with_keys():
     hits = search("charged", {"a.txt": "nothing here", "b.txt": "you were charged twice"})
     assert hits == ["[b.txt] you were charged twice"]
     assert search([], RECORDS) == []
+    notes = "One of the access codes is UIT-43. KX-9 is also a valid access\ncode. Parties went on."
+    assert search("access codes", notes) == ["One of the access codes is UIT-43.", "KX-9 is also a valid access code."]
+    assert search("parties", notes) == ["Parties went on."] and search("boxes", RECORDS)[0].endswith("crushed.")
 
 
 def test_search_for_a_whole_question_falls_back_to_its_words_best_match_first():
