@@ -460,18 +460,23 @@ class Strategies:
             return ", ".join(text for _, text in found[:MAX_ANSWERS])
         return _pick_one(question, found)
 
-    def label_each(self, question: str, labels: list[str] | None = None, data: Any = None) -> list[str]:
+    def label_each(
+        self, question: str, labels: list[str] | None = None, data: Any = None, calibrate: bool = True
+    ) -> list[str]:
         """Ask `question` of every record (line, list item or dict entry) at once; one short answer per record.
 
         With `labels`, each record gets the label the sub-model finds most likely (its first token's
         probabilities, when the host gives them; else its reply mapped to a label or 'other'), ready for `Counter`.
+        `calibrate=False` where one label is rare (a few records of hundreds): dividing out the batch's lean then
+        hands that label to every record that leans its way a little.
         """
         records = items(self._data(data))
         choices = f" (one of: {', '.join(labels)})" if labels else ""
         prompts = [LABEL_PROMPT.format(question=question, choices=choices, item=r) for r in records]
         if labels and self._choose is not None:
             names = [str(label) for label in labels]
-            table = _batch_calibrated(self._choose(prompts, names), names)
+            table = self._choose(prompts, names)
+            table = _batch_calibrated(table, names) if calibrate else table
             return [max(names, key=lambda n: probs.get(n, 0.0)) for probs in table]
         return [_to_label(a, labels) for a in self._batched(prompts)]
 

@@ -213,6 +213,23 @@ def test_label_each_divides_out_the_sub_models_lean_towards_a_label_but_not_for_
     assert few.helpers()["label_each"]("About?", ["shipping", "billing", "praise"]).count("shipping") == 6
 
 
+def test_label_each_without_calibration_keeps_a_rare_label_rare():
+    """One record of thirty is about billing: calibrated, every record leaning a little towards billing gets it."""
+    namespace = {"context": [f"2024-01-{i + 1:02d} | u{i} | {'double charge' if i == 0 else 'late parcel'}"
+                             for i in range(30)]}  # fmt: skip
+
+    def choose(prompts, choices):
+        bills = [0.15 + 0.02 * (i % 5) for i in range(len(prompts))]
+        leaning = [{"shipping": 0.9 - b, "billing": b, "praise": 0.1} for b in bills]
+        leaning[0] = {"shipping": 0.2, "billing": 0.7, "praise": 0.1}
+        return leaning
+
+    helpers = Strategies(lambda prompts: ["unused"] * len(prompts), namespace, choose).helpers()
+    labels = ["shipping", "billing", "praise"]
+    assert helpers["label_each"]("About?", labels).count("billing") > 1
+    assert helpers["label_each"]("About?", labels, calibrate=False) == ["billing"] + ["shipping"] * 29
+
+
 CODE = '''import json
 
 

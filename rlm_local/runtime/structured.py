@@ -261,7 +261,7 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
         f"labels = categories({about_one})\n"
         "print('categories:', labels)\n"
         "if labels:\n"
-        "    found = label_each('Which of these categories fits this record best?', labels)\n"
+        "    found = label_each('Which of these categories fits this record best?', labels, calibrate=False)\n"
         "    flags = ['yes' if label == labels[0] else 'no' for label in found]\n"
         "else:\n"
         f"    flags = label_each({rq}, ['yes', 'no'])\n"
