@@ -156,7 +156,7 @@ def _without(query: str, found: re.Match[str]) -> str:
 @dataclass(frozen=True)
 class Plan:
     task_type: str  # LOOKUP, COUNT, MOST, LEAST, LIST or CALLERS
-    record_question: str
+    record_question: str  # CALLERS: the function's name
     labels: tuple[str, ...] = ()
     people: PersonRule | None = None  # LIST about people: records grouped by `writers()`, kept by this rule
     about_one: str = ""  # LIST about people: the question without the rule's words, for `categories()`
