@@ -81,6 +81,14 @@ def test_a_name_bound_from_context_counts_and_a_cell_without_output_does_not():
     assert prompts.NO_DATA_NOTE in shown(engine, 2)
 
 
+def test_a_cell_that_printed_an_empty_result_has_not_seen_the_data():
+    empty_search = repl("print([line for line in context.splitlines() if 'kilometre' in line])")
+    engine = ScriptedEngine([empty_search, "FINAL(4217)", LOOK, "FINAL(4217)"])
+    result = run(engine)
+    assert result.answer == "4217" and result.turns == 4
+    assert "[]" in shown(engine, 2) and prompts.NO_DATA_NOTE in shown(engine, 3)
+
+
 def test_a_model_that_insists_is_believed_after_two_refusals():
     engine = ScriptedEngine(["FINAL(7)", "FINAL(7)", "FINAL(7)"])
     result = run(engine)
@@ -133,6 +141,9 @@ def test_echo_rules():
     assert echoes_query("2019", "Who won the race held in 2019?")
     assert echoes_query(" The Race ", "Who won the race held in 2019?")
     assert not echoes_query("Ada Moss", "Who won the race held in 2019?")
+    query = "I'm looking for the function that converts a distance in kilometres to miles. What is it called?"
+    assert echoes_query("convert distance kilometres miles", query)  # the question's words, reordered
+    assert not echoes_query("normalize_entry", query)
     assert not echoes_query("billing", "Is billing or shipping more common?")  # options are answers
     assert not echoes_query("no", "Did the team win? Answer yes or no.")
 

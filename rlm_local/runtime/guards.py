@@ -56,11 +56,14 @@ def non_answer(answer: str) -> str | None:
 
 
 def echoes_query(answer: str, query: str) -> bool:
-    """The answer is only words of the question ("2019" for "...held in 2019?"): the question restated, not
-    answered. Not for questions that offer options ("billing or shipping?"): there the answer is one of them."""
+    """The answer is only words of the question ("2019" for "...held in 2019?", "convert distance kilometres miles"
+    for "...the function that converts a distance in kilometres to miles?"): the question restated, not answered.
+    Not for questions that offer options ("billing or shipping?"): there the answer is one of them."""
     text = " ".join(answer.casefold().split()).strip(" .'\"")
     asked = " ".join(query.casefold().split())
-    return bool(text) and text in asked and not re.search(r"\bor\b|\byes\b|\bno\b", asked)
+    words = _content_stems(text)
+    restated = text in asked or (bool(words) and words <= _content_stems(asked))
+    return bool(text) and restated and not re.search(r"\bor\b|\byes\b|\bno\b", asked)
 
 
 _NUMBER_WORDS = r"\b(zero|none|no|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen|hundred)\b"
@@ -156,6 +159,10 @@ def _content_stems(text: str) -> set[str]:
     return {w.casefold()[:5] for w in re.findall(r"[A-Za-z]{4,}", text)} - _FUNCTION_WORDS
 
 
+# What a cell prints when it found nothing: it has not seen the data yet (measured: a 1.5B root printed `[]` from a
+# search, then answered with the question's words).
+_NOTHING_PRINTED = frozenset({"", "[]", "{}", "()", "set()", "''", '""', "None", "0", "NONE"})
+
 _FUNCTION_WORDS = frozenset({"what", "which", "where", "when", "there", "these", "those", "their", "about", "answe"})
 
 
@@ -248,7 +255,7 @@ class LoopGuards:
         read, bound, called = _names(code)
         if read & self.data_names or called & DATA_HELPERS:
             self.data_names |= bound
-            if not result.error and result.stdout.strip():
+            if not result.error and result.stdout.strip() not in _NOTHING_PRINTED:
                 self.saw_data = True
 
     def refuse(self, answer: str, written: str | None) -> str | None:
