@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -154,6 +155,27 @@ def test_ask_all_gives_every_likely_value_for_a_question_that_asks_for_several()
     assert ns["ask_all"]("Who wrote down the garage code?") == "Mira Kessel"  # one answer: the likeliest piece's
 
 
+def test_for_several_things_ask_all_reads_every_piece_that_names_them_when_no_piece_looks_likely():
+    """A 0.5B's P(yes) stays under 0.5 everywhere: the pieces that name what is asked for are read all the same."""
+    docs = [f"Note {i}: " + ("the weather was mild and the river was calm. " * 30) for i in range(12)]
+    for i, code in ((1, "KQX-1234"), (5, "ZOI-2156"), (8, "RRV-3100"), (10, "DUG-3175")):
+        docs[i] = f"Note {i}: nothing much. Remember the access code {code} for the side door. " * 3
+    calls: list[list[str]] = []
+
+    def read(prompts: list[str]) -> list[str]:  # copies a code when the piece has one
+        calls.append(prompts)
+        return [(re.findall(r"[A-Z]{3}-\d{4}", p.split("Question:")[0]) or ["NONE"])[0] for p in prompts]
+
+    def unsure(prompts: list[str], choices: list[str]) -> list[dict[str, float]]:
+        return [{"yes": 0.1, "no": 0.9} for _ in prompts]
+
+    ask_all = Strategies(read, {"context": docs}, unsure).helpers()["ask_all"]
+    assert sorted(ask_all("Which access codes appear in these notes?").split(", ")) == [
+        "DUG-3175", "KQX-1234", "RRV-3100", "ZOI-2156"
+    ]  # fmt: skip
+    assert len(calls) == 1  # one batch: the BM25 matches and the three likeliest pieces
+
+
 def test_of_several_answers_ask_all_takes_the_literal_match_or_else_the_likeliest_piece():
     docs = {f"doc{i}.md": "Notes on the weather, nothing more. " * 40 for i in range(6)}
     docs["doc2.md"] = "The 2021 regatta at Port Elling went to Mira Kessel. Fishing boats lined the quay."
@@ -228,6 +250,54 @@ def test_label_each_without_calibration_keeps_a_rare_label_rare():
     labels = ["shipping", "billing", "praise"]
     assert helpers["label_each"]("About?", labels).count("billing") > 1
     assert helpers["label_each"]("About?", labels, calibrate=False) == ["billing"] + ["shipping"] * 29
+
+
+def test_the_per_person_program_counts_records_against_the_one_most_clearly_about_the_label():
+    """The asked-for topic is rare and a broad category ('support') is every record's likeliest label: a record
+    counts when its P(topic) is at least half that of the record most clearly about the topic."""
+    from itertools import combinations
+
+    from rlm_local.runtime.guards import PREIMPORT_CODE
+    from rlm_local.runtime.structured import Plan as StructuredPlan
+    from rlm_local.runtime.structured import person_rule, program
+
+    users = ["ana", "bo", "cy", "dee", "eli", "fay"]
+    context = [f"2024-02-{i + 1:02d} | {users[i % 6]} | message {i}" for i in range(30)]
+    billing = {0: 0.40, 7: 0.30, 13: 0.22}  # ana, bo and bo again; everyone else under 0.1
+
+    def choose(prompts, choices):
+        if choices == ["yes", "no"]:
+            return [{"yes": 0.0, "no": 1.0} for _ in prompts]
+        tables = []
+        for prompt in prompts:
+            i = int(prompt.rsplit("message ", 1)[1].split()[0])
+            p = billing.get(i, 0.02 + 0.002 * i)
+            tables.append({"billing": p, "support": 0.9 - p, "praise": 0.1, "other": 0.0})
+        return tables
+
+    def batched(prompts, **_):
+        return ["billing, support, praise" for _ in prompts]  # categories()
+
+    namespace = {"context": context}
+    namespace.update(Strategies(batched, namespace, choose).helpers())
+    exec(PREIMPORT_CODE, namespace)
+    finals: list[str] = []
+    namespace["FINAL"] = finals.append
+    for query, expected in (
+        ("Which users wrote about billing at least twice?", "bo"),
+        (
+            "Which pairs of users both wrote about billing?",
+            "\n".join(f"{a} & {b}" for a, b in combinations(["ana", "bo"], 2)),
+        ),
+    ):
+        people, about_one = person_rule(query)
+        plan = StructuredPlan("LIST", "Is this about billing? Answer yes or no.", people=people, about_one=about_one)
+        exec(program(plan, query), namespace)
+        assert finals.pop() == expected
+    assert (
+        namespace["label_each"]("About?", ["billing", "support", "praise", "other"], calibrate=False).count("billing")
+        == 0
+    )  # the likeliest label never picks the topic here
 
 
 CODE = '''import json
@@ -309,6 +379,15 @@ def test_callers_finds_real_calls_only_in_any_shape():
     assert rlm_helpers.callers("`archive_buffer()`", files) == ["caller", "flush", "broken"]
     ns, _ = strategies(["def f():\n    g()\n", "def h():\n    return 'g()'\n"])
     assert ns["callers"]("g") == ["f"]
+
+
+def test_definitions_lists_every_function_with_its_source_in_any_language():
+    python = "class Store:\n    def flush(self):\n        return 1\n\n\ndef km_to_mi(value):\n    return value * 0.62\n"
+    found = rlm_helpers.definitions({"a.py": python, "b.js": "function add(a, b) {\n  return a + b;\n}\n"})
+    assert [name for name, _ in found] == ["flush", "km_to_mi", "add"]
+    assert found[1][1] == "def km_to_mi(value):\n    return value * 0.62"
+    assert found[2][1] == "function add(a, b) {\n  return a + b;\n}"
+    assert rlm_helpers.definitions("No code here, only prose.") == []
 
 
 def test_every_worked_example_runs_on_the_real_helpers():

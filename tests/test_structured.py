@@ -13,6 +13,7 @@ from rlm_local.runtime.structured import (
     PersonRule,
     Plan,
     answer_options,
+    asks_for_function,
     called_name,
     person_rule,
     plan_first,
@@ -227,7 +228,7 @@ def test_a_question_about_who_calls_a_function_is_answered_from_the_parsed_code_
     assert called_name("Where is flush_rows() called from?") == "flush_rows"
     assert called_name("Which users called about billing?") is None  # no code name: a question about records
     assert called_name("Who called user_0413 twice?") is None
-    assert not plan_first("What is the function that converts kilometres to miles called?")
+    assert plan_first("What is the function that converts kilometres to miles called?")  # find_function's
 
     async def go(query: str, engine: ScriptedEngine):
         async with RLM(RLMConfig(sandbox="process", mode="auto"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
@@ -243,3 +244,40 @@ def test_a_question_about_who_calls_a_function_is_answered_from_the_parsed_code_
     engine = ScriptedEngine([repl("print(list(context))"), "FINAL(nobody)"], sub=sub_model)
     result = asyncio.run(go("Which function calls `never_defined`?", engine))
     assert result.answer == "nobody" and len(engine.root_prompts) == 2  # no caller found: the model's own turns
+
+
+CONVERSIONS = {
+    "units.py": "def normalize_metric(value):\n    return value * 1.609344\n\n\n"
+    "def normalize_entry(value):\n    return value * 0.621371\n",
+    "text.py": "def tidy(text):\n    return text.strip()\n",
+}
+
+
+def conversion_model(prompt: str) -> str:
+    """Likelier for the function whose code converts kilometres to miles."""
+    if "Reply yes or no" in prompt:
+        return "yes" if "0.621371" in prompt else "no"
+    return "NONE"
+
+
+def test_a_function_asked_for_by_what_it_does_is_found_by_scoring_every_function():
+    assert asks_for_function("I'm looking for the function that converts a distance in kilometres to miles.")
+    assert asks_for_function("Somewhere in this code a function parses dates. Which one is it?")
+    assert not asks_for_function("What does the function `tidy` do?")
+    assert not asks_for_function("Which function calls `tidy`?")  # callers()
+    assert not asks_for_function("Which users wrote about billing?")
+
+    async def go(query: str, engine: ScriptedEngine, context: dict[str, str] = CONVERSIONS):
+        async with RLM(RLMConfig(sandbox="process", mode="auto"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
+            return await rlm.acompletion(query, context)
+
+    engine = ScriptedEngine(["FINAL(convert)"], sub=conversion_model)
+    result = asyncio.run(go("Which function converts a distance in kilometres to miles?", engine))
+    assert result.answer == "normalize_entry" and engine.root_prompts == []
+    assert next(e for e in result.trajectory if e["event"] == "turn")["plan"]["type"] == "FUNCTION"
+    assert len(engine.sub_prompts) == 3 and all("def " in p for p in engine.sub_prompts)  # one a function
+
+    engine = ScriptedEngine([repl("print(sorted(context))"), "FINAL(nothing here)"], sub=conversion_model)
+    prose = {"notes.txt": "Kilometres and miles are both units of distance."}
+    result = asyncio.run(go("Which function converts kilometres to miles?", engine, prose))
+    assert result.answer == "nothing here" and len(engine.root_prompts) == 2  # no function: the model's own turns
