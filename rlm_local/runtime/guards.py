@@ -160,8 +160,8 @@ def _content_stems(text: str) -> set[str]:
 
 
 # What a cell prints when it found nothing: it has not seen the data yet (measured: a 1.5B root printed `[]` from a
-# search, then answered with the question's words).
-_NOTHING_PRINTED = frozenset({"", "[]", "{}", "()", "set()", "''", '""', "None", "0", "NONE"})
+# search, then answered with the question's words). Not `0`: a count over every record can be zero.
+_NOTHING_PRINTED = frozenset({"", "[]", "{}", "()", "set()", "''", '""', "None", "NONE"})
 
 _FUNCTION_WORDS = frozenset({"what", "which", "where", "when", "there", "these", "those", "their", "about", "answe"})
 
