@@ -377,11 +377,17 @@ NON_ANSWER_NOTES = {
     "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
     "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in FINAL(...).",
 }
-WRONG_KIND_NOTE = (
-    "Not accepted: that is not the kind of answer the question asks for (a number for 'how many', a name for "
-    "'who', the things themselves for 'which ... appear', not the name of the file they are in). Find it in the "
-    "data, then answer."
-)
+# What the question asks for, said for this question only: a note listing every kind ("a number for 'how many',
+# a name for 'who', ...") had a 0.5B search for "how many", "who" and "which ... appear" (docs/eval/README.md,
+# session 19).
+WRONG_KIND_NOTES = {
+    "options": "Not accepted: the question asks which of the options it names; answer with one of them.",
+    "file": "Not accepted: the question does not ask for a file name; answer with what it asks for, found in the data.",
+    "number": "Not accepted: the question asks how many; answer with a number your code counted in the data.",
+    "name": "Not accepted: the question asks who; answer with the name or id found in the data, not a number.",
+    "values": "Not accepted: the question asks for the values themselves, not how many there are; print them from "
+    "the data, then answer with them.",
+}
 COPIED_EXAMPLE_NOTE = (
     "Not run: that code is a worked example's, written for another question. Write code for this question: {query}"
 )

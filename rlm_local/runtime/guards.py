@@ -99,24 +99,27 @@ def answer_options(query: str) -> tuple[str, ...]:
     return options if 2 <= len(options) <= 12 and all(len(o) <= 40 for o in options) else ()
 
 
-def wrong_kind(answer: str, query: str) -> bool:
-    """The answer is not the kind the question asks for: no number for "how many", only a number for "who" or for
-    "which codes appear" (measured: a 0.5B counted the records that mention codes and answered '2'), a file's name
-    where the question asks for no file (a 1.5B answered the file that `rank` printed first for "which function"),
-    none of the options the question lists (a 1.5B iterated over a string and answered its letters)."""
+def wrong_kind(answer: str, query: str) -> str | None:
+    """The kind of answer the question asks for (a key of `prompts.WRONG_KIND_NOTES`) when `answer` is not of it;
+    None when it is: no number for "how many", only a number for "who" or for "which codes appear" (measured: a
+    0.5B counted the records that mention codes and answered '2'), a file's name where the question asks for no file
+    (a 1.5B answered the file that `rank` printed first for "which function"), none of the options the question
+    lists (a 1.5B iterated over a string and answered its letters)."""
     asked, text = query.strip().casefold(), answer.strip().casefold()
     options = answer_options(query)
     if options and not any(option.casefold() in text for option in options):
-        return True  # the question lists its options and the answer names none of them
+        return "options"  # the question lists its options and the answer names none of them
     parts = [part.strip() for part in text.split(",")]
     if all(_PATH.fullmatch(p) and not re.search(r"\d", p) for p in parts) and not _ASKS_FOR_FILES.search(asked):
-        return True  # one file name, or a list of them
+        return "file"  # one file name, or a list of them
     if re.match(r"(how many|how much)\b", asked):
-        return not re.search(r"\d", text) and not re.search(_NUMBER_WORDS, text)
+        return None if re.search(r"\d", text) or re.search(_NUMBER_WORDS, text) else "number"
+    if not re.fullmatch(r"[\d\W_]+", text):
+        return None
     first_wh = _WH_WORD.search(asked)  # "In 2004, who won ...?" asks "who" too; "How many people who ...?" does not
-    if (first_wh and first_wh.group(1) in ("who", "whom", "whose")) or asks_for_several(query):
-        return bool(re.fullmatch(r"[\d\W_]+", text))
-    return False
+    if first_wh and first_wh.group(1) in ("who", "whom", "whose"):
+        return "name"
+    return "values" if asks_for_several(query) else None
 
 
 def error_hint(error: str, context_type: str) -> str | None:
@@ -274,9 +277,9 @@ class LoopGuards:
         if not self.echo_refused and echoes_query(answer, self.query):
             self.echo_refused = True  # once: the question's own words can be the answer ("Which year, 2019?")
             return prompts.ECHO_NOTE
-        if not self.kind_refused and wrong_kind(answer, self.query):
+        if not self.kind_refused and (kind := wrong_kind(answer, self.query)):
             self.kind_refused = True  # once, like the echo
-            return prompts.WRONG_KIND_NOTE
+            return prompts.WRONG_KIND_NOTES[kind]
         return None
 
     def hint(self, error: str) -> str | None:
