@@ -67,7 +67,7 @@ Question: {question}
 Does this text answer the question? Reply yes or no."""
 
 # Finding a function by what it does: every function is scored alone, P(yes) from one token. Development seeds
-# (1.5B, code QA, 36,000 chars): the right function first in 5 of 6 tasks (the sixth second, behind the function
+# (1.5B, code QA, 36,000 chars): the right function first in 6 of 7 tasks (the seventh second, behind the function
 # converting the other way). Showing the 4 likeliest side by side for the sub-model to pick one did not do better:
 # 5 of 6 from their code (the same picks), 4 of 6 from its own descriptions of them (docs/eval/README.md, session 19).
 FUNCTION_PROMPT = """Function:
