@@ -285,10 +285,15 @@ def callers(name: str, data: Any) -> list[str]:
     not parse is read line by line with comments and strings left out."""
     name = str(name).strip().strip("`").removesuffix("()").split(".")[-1]
     found: list[str] = []
-    texts = data.values() if isinstance(data, dict) else data if isinstance(data, list | tuple) else [data]
-    for text in map(str, texts):
+    for text in _source_texts(data):
         found += [owner for owner in _python_callers(name, text) if owner not in found]
     return found
+
+
+def _source_texts(data: Any) -> list[str]:
+    """The files of a code context: a dict's values, a list's items, or the one string."""
+    texts = data.values() if isinstance(data, dict) else data if isinstance(data, list | tuple) else [data]
+    return [str(text) for text in texts]
 
 
 def _python_callers(name: str, text: str) -> list[str]:
@@ -319,8 +324,7 @@ def definitions(data: Any) -> list[tuple[str, str]]:
     """Every function in code as (name, source), in order: Python is parsed (methods and nested functions too);
     other code gives each `def|function|func|fn name` up to the next one."""
     found: list[tuple[str, str]] = []
-    texts = data.values() if isinstance(data, dict) else data if isinstance(data, list | tuple) else [data]
-    for text in map(str, texts):
+    for text in _source_texts(data):
         parsed, unparsed = _parsed(text)
         for tree, source in parsed:
             found += [(f.name, ast.get_source_segment(source, f) or f.name) for f in _functions(tree)]

@@ -162,10 +162,6 @@ def _content_stems(text: str) -> set[str]:
     return {w.casefold()[:5] for w in re.findall(r"[A-Za-z]{4,}", text)} - _FUNCTION_WORDS
 
 
-# What a cell prints when it found nothing: it has not seen the data yet (measured: a 1.5B root printed `[]` from a
-# search, then answered with the question's words). Not `0`: a count over every record can be zero.
-_NOTHING_PRINTED = frozenset({"", "[]", "{}", "()", "set()", "''", '""', "None", "NONE"})
-
 _FUNCTION_WORDS = frozenset({"what", "which", "where", "when", "there", "these", "those", "their", "about", "answe"})
 
 
@@ -186,6 +182,11 @@ def _names(code: str) -> tuple[set[str], set[str], set[str]]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             called.add(node.func.id)
     return read, bound, called
+
+
+# What a cell prints when it found nothing: it has not seen the data yet (measured: a 1.5B root printed `[]` from a
+# search, then answered with the question's words). Not `0`: a count over every record can be zero.
+_NOTHING_PRINTED = frozenset({"", "[]", "{}", "()", "set()", "''", '""', "None", "NONE"})
 
 
 @dataclass

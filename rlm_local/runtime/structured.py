@@ -296,7 +296,8 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
     else:
         judged = (
             f"    scores = [s[labels[0]] for s in label_scores({category}, labels)]\n"
-            f"    flags = ['yes' if s >= {CLEAREST_SHARE} * max(scores) else 'no' for s in scores]\n"
+            f"    least = {CLEAREST_SHARE} * max(scores)\n"
+            "    flags = ['yes' if s >= least else 'no' for s in scores]\n"
         )
     grouped = (
         f"labels = categories({about_one})\n"
