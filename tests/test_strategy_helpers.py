@@ -300,6 +300,43 @@ def test_the_per_person_program_counts_records_against_the_one_most_clearly_abou
     )  # the likeliest label never picks the topic here
 
 
+def test_the_per_person_program_halves_the_share_when_the_clearest_record_stands_alone():
+    """One record far clearer than the rest sets a bar no one's second record reaches: "at least twice" would
+    keep nobody and the run would end without an answer, so half the share is tried."""
+    from rlm_local.runtime.guards import PREIMPORT_CODE
+    from rlm_local.runtime.structured import Plan as StructuredPlan
+    from rlm_local.runtime.structured import person_rule, program
+
+    users = ["ana", "bo", "cy", "dee", "eli", "fay"]
+    context = [f"2024-02-{i + 1:02d} | {users[i % 6]} | message {i}" for i in range(30)]
+    account = {0: 0.80, 6: 0.30, 7: 0.30, 13: 0.25}  # ana twice, bo twice; everyone else under 0.1
+
+    def choose(prompts, choices):
+        tables = []
+        for prompt in prompts:
+            i = int(prompt.rsplit("message ", 1)[1].split()[0])
+            p = account.get(i, 0.02 + 0.002 * i)
+            tables.append({"account": p, "complaints": 0.9 - p, "other": 0.1})
+        return tables
+
+    namespace = {"context": context}
+    namespace.update(
+        Strategies(lambda prompts, **_: ["account, complaints"] * len(prompts), namespace, choose).helpers()
+    )
+    exec(PREIMPORT_CODE, namespace)
+    finals: list[str] = []
+    namespace["FINAL"] = finals.append
+    for query, expected in (
+        ("Which users wrote about their account at least twice?", ["ana, bo"]),
+        ("Which users never wrote about their account?", ["bo, cy, dee, eli, fay"]),  # "never": one bar only
+    ):
+        people, about_one = person_rule(query)
+        plan = StructuredPlan("LIST", "Is this about an account? Answer yes or no.", people=people, about_one=about_one)
+        exec(program(plan, query), namespace)
+        assert finals == expected
+        finals.clear()
+
+
 CODE = '''import json
 
 

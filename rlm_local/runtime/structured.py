@@ -288,36 +288,53 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
     keep = _KEEP[rule.rule].format(n=rule.times)
     answer = '"\\n".join(f"{a} & {b}" for a, b in itertools.combinations(kept, 2))' if rule.pairs else '", ".join(kept)'
     category = json.dumps(CATEGORY_QUESTION)
-    if rule.rule == "all":  # every record of a person is judged, and the asked-for label is a common one
+    # "all" judges every record of a person and its label is a common one. The others look for rare records
+    # against the clearest one; where that keeps nobody (the clearest record stands alone), half the share is
+    # tried before giving up, except for "none", which a lower share only empties further.
+    shares = (
+        () if rule.rule == "all" else (CLEAREST_SHARE,) if rule.rule == "none" else (CLEAREST_SHARE, CLEAREST_SHARE / 2)
+    )
+    if shares:
+        judged = f"    scores = [s[labels[0]] for s in label_scores({category}, labels)]\n"
+    else:
         judged = (
             f"    found = label_each({category}, labels, calibrate=False)\n"
             "    flags = ['yes' if label == labels[0] else 'no' for label in found]\n"
         )
-    else:
-        judged = (
-            f"    scores = [s[labels[0]] for s in label_scores({category}, labels)]\n"
-            f"    least = {CLEAREST_SHARE} * max(scores)\n"
-            "    flags = ['yes' if s >= least else 'no' for s in scores]\n"
-        )
-    grouped = (
-        f"labels = categories({about_one})\n"
-        "print('categories:', labels)\n"
-        "if labels:\n"
-        f"{judged}"
-        "else:\n"
-        f"    flags = label_each({rq}, ['yes', 'no'])\n"
+    kept = (
         "tally = defaultdict(Counter)\n"
         "for person, flag in zip(who, flags):\n"
         "    tally[person][flag] += 1\n"
         f"kept = sorted(person for person, c in tally.items() if {keep})\n"
-        "print(len(kept), 'of', len(tally), 'people kept:', kept)\n"
         f"answer = {answer}\n"
+    )
+    by_share = "".join(
+        [
+            f"for share in {shares!r}:\n",
+            "    flags = ['yes' if s >= share * max(scores) else 'no' for s in scores]\n",
+            *("    " + line + "\n" for line in kept.splitlines()),
+            "    if answer:\n",
+            "        break\n",
+        ]
+    )
+    grouped = (
+        f"labels = categories({about_one})\n"
+        "print('categories:', labels)\n"
+        "if labels:\n"
+        f"{judged}" + (f"{_indent(by_share)}" if shares else f"{_indent(kept)}") + "else:\n"
+        f"    flags = label_each({rq}, ['yes', 'no'])\n"
+        f"{_indent(kept)}"
+        "print(len(kept), 'of', len(tally), 'people kept:', kept)\n"
         "if answer:\n"
         "    FINAL(answer)\n"
     )
     lines = ["who = writers()", "if who:", *("    " + line for line in grouped.splitlines())]
     lines += ["else:", *("    " + line for line in fallback.splitlines())]
     return "\n".join(lines)
+
+
+def _indent(code: str) -> str:
+    return "".join("    " + line + "\n" for line in code.splitlines())
 
 
 def plan_first(query: str) -> bool:
