@@ -492,7 +492,8 @@ class Strategies:
             batch = order[start : start + step]
             answers = self._batched(_read_prompts(question, [parts[i] for i in batch]))
             for answer, i in zip(answers, batch, strict=True):
-                text, backing = _clean(answer), support(question, answer, parts[i])
+                text = _as_copied(question, _clean(answer), parts[i])
+                backing = support(question, text, parts[i])
                 if backing >= 0 and text.lower() not in (f.lower() for _, f in found):
                     found.append((backing, text))
             start, step = start + step, max(READ_FIRST, step) * 2
@@ -644,6 +645,23 @@ def _clean(answer: str) -> str:
 
 
 _CALL = re.compile(r"(?:def |class |function )?([A-Za-z_][\w.]*)\s*\([^()]*\)")
+
+
+# A reply that restates the question before its answer ("The voucher code is TUI-8001." where the text says "The
+# voucher code, in case it gets lost again, is TUI-8001."): the 0.5B's only reading of the right piece of a report
+# needle was dropped as not written there, and a sentence it had copied whole won (session 20).
+_LEAD_IN = re.compile(r"^(?P<lead>[^.:;!?]{1,80}?)(?:\s+(?:is|are|was|were)\b\s*:?|\s*:)\s+(?P<rest>\S.*)$", re.I)
+
+
+def _as_copied(question: str, text: str, piece: str) -> str:
+    """`text` as the piece has it: where the whole reply is not written there but its part after a lead-in made of
+    the question's words ("The voucher code is") is, that part."""
+    found = _LEAD_IN.match(text)
+    if piece.lower().find(text.lower()) >= 0 or not found:
+        return text
+    if _stems(found.group("lead")) <= _stems(question) and found.group("rest").lower() in piece.lower():
+        return found.group("rest")
+    return text
 
 
 def _found_in(answer: str, piece: str, question: str) -> bool:

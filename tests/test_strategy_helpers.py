@@ -143,6 +143,26 @@ def test_ask_all_reads_further_pieces_when_the_likeliest_hold_no_answer_written_
     assert none_ns["ask_all"]("Who won?") == "NONE"
 
 
+def test_ask_all_keeps_an_answer_given_after_the_question_s_own_words():
+    """The sub-model restated the question ("The voucher code is TUI-8001.") where the text words it otherwise:
+    the part after the restatement is what is written there; a lead-in of other words is not cut."""
+    piece = "Boring notes. The voucher code, in case it gets lost again, is TUI-8001. More notes."
+    question = "Somewhere in these notes is the voucher code; what is it?"
+    assert rlm_helpers._as_copied(question, "The voucher code is TUI-8001", piece) == "TUI-8001"
+    assert rlm_helpers._as_copied(question, "voucher code: TUI-8001", piece) == "TUI-8001"
+    assert rlm_helpers._as_copied(question, "TUI-8001", piece) == "TUI-8001"
+    assert rlm_helpers._as_copied(question, "The parking permit is TUI-8001", piece) == "The parking permit is TUI-8001"
+
+    def reader(prompts: list[str]) -> list[str]:
+        return ["The voucher code is TUI-8001." if "TUI" in p else "Boring notes" for p in prompts]
+
+    docs = {f"day{i}.txt": "Boring notes about the weather. " * 40 for i in range(6)}
+    docs["day4.txt"] = piece
+    namespace = {"context": docs}
+    namespace.update(Strategies(reader, namespace).helpers())
+    assert namespace["ask_all"](question) == "TUI-8001"
+
+
 def test_ask_all_gives_every_likely_value_for_a_question_that_asks_for_several():
     docs = [f"Note {i}: " + ("the weather was mild. " * 60) for i in range(8)]
     docs[2] = "Note 2: Mira Kessel wrote the garage code down."
