@@ -376,7 +376,13 @@ NON_ANSWER_NOTES = {
     "error": "Not accepted: that is an error message, not an answer; fix the call that failed and run it again.",
     "traceback": "Not accepted: that is a Python traceback, not an answer; fix the code and run it again.",
     "placeholder": "Not accepted: that is a placeholder, not an answer; put the answer your code found in FINAL(...).",
+    "runtime": "Not accepted: that is the runtime's note about your code, not an answer; print what your code finds "
+    "in the data, then answer with it.",
 }
+# What the runtime shows for a cell that printed nothing, and for a turn without code. A 0.5B answered the first
+# word for word after its FINAL("") was refused (session 20).
+NO_OUTPUT = "(no output: use print() to see values)"
+NO_CODE_RUN = "(no code was run)"
 # What the question asks for, said for this question only: a note listing every kind ("a number for 'how many',
 # a name for 'who', ...") had a 0.5B search for "how many", "who" and "which ... appear" (docs/eval/README.md,
 # session 19).
@@ -385,7 +391,7 @@ WRONG_KIND_NOTES = {
     "file": "Not accepted: the question does not ask for a file name; answer with what it asks for, found in the data.",
     "number": "Not accepted: the question asks how many; answer with a number your code counted in the data.",
     "name": "Not accepted: the question asks who; answer with the name or id found in the data, not a number.",
-    "values": "Not accepted: the question asks for the values themselves, not how many there are; print them from "
+    "values": "Not accepted: the question asks for the {asked} themselves, not how many there are; print them from "
     "the data, then answer with them.",
 }
 COPIED_EXAMPLE_NOTE = (

@@ -13,7 +13,7 @@ from test_run_loop import CONTEXT, run
 from rlm_local import prompts
 from rlm_local.context import PREVIEW_CHARS, prepare_context
 from rlm_local.parsing import extract_code_blocks
-from rlm_local.runtime.guards import echoes_query, error_hint, non_answer, wrong_kind
+from rlm_local.runtime.guards import asked_thing, echoes_query, error_hint, non_answer, wrong_kind
 
 LOOK = repl("print(context[:60])")  # a cell that prints from the data
 
@@ -112,6 +112,7 @@ def test_the_forced_final_turn_takes_any_answer():
         ("FINAL(Traceback (most recent call last):\n  line 1\nZeroDivisionError: division by zero)", "traceback"),
         (repl("found = None\nFINAL(found)"), "none"),
         ("```repl\nhits = []\n```\nFINAL_VAR(hits)", "empty"),
+        ('FINAL("no output: use print() to see values")', "runtime"),  # a 0.5B copied the runtime's note
     ],
 )
 def test_non_answers_are_refused_with_the_reason(reply: str, kind: str):
@@ -126,7 +127,9 @@ def test_non_answer_forms():
         assert non_answer(text), text
     for text in ("your answer", "Your Answer", "(answer)", "<answer>", "..."):
         assert non_answer(text) == prompts.NON_ANSWER_NOTES["placeholder"], text
-    for text in ("4217", "none of them", "0", "False", "Errors were found in 3 files"):
+    for text in (prompts.NO_OUTPUT, prompts.NO_CODE_RUN, "no code was run"):
+        assert non_answer(text) == prompts.NON_ANSWER_NOTES["runtime"], text
+    for text in ("4217", "none of them", "0", "False", "Errors were found in 3 files", "no output was logged"):
         assert non_answer(text) is None, text
 
 
@@ -162,6 +165,11 @@ def test_an_answer_of_the_wrong_kind_is_refused_once():
         wrong_kind("2", "Which garage codes appear in these notes?") == "values" == wrong_kind("3", "What are the ids?")
     )
     assert not wrong_kind("PLA-5704, RYV-4725", "Which garage codes appear in these notes?")
+    engine = ScriptedEngine([LOOK, "FINAL(2)", "FINAL(PLA-5704)"])  # the note names what this question asks for
+    assert run(engine, query="Which garage codes appear in these notes?").answer == "PLA-5704"
+    assert "the garage codes themselves" in shown(engine, 3) and "values" not in shown(engine, 3)
+    assert asked_thing("What project codes are mentioned?") == "project codes"
+    assert asked_thing("What is the code?") == asked_thing("List the codes.") == "things it names"
     assert not wrong_kind("4821", "What is the PIN for the side door?")  # one thing, which may be a number
     least = "Which topic comes up least often (billing, shipping, account or praise)?"
     assert wrong_kind("P, l, V, A, T", least) == "options" and wrong_kind("the topic with the fewest messages", least)

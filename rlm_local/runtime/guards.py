@@ -52,7 +52,25 @@ def non_answer(answer: str) -> str | None:
         return prompts.NON_ANSWER_NOTES["error"]
     if "Traceback (most recent call last)" in text:
         return prompts.NON_ANSWER_NOTES["traceback"]
+    if text.casefold().strip(" ()'\"") in _RUNTIME_TEXT:
+        return prompts.NON_ANSWER_NOTES["runtime"]
     return None
+
+
+_RUNTIME_TEXT = frozenset(t.casefold().strip(" ()") for t in (prompts.NO_OUTPUT, prompts.NO_CODE_RUN))
+# "Which access codes appear ...?" asks for "access codes": the words between the question word and the verb.
+_ASKED_THING = re.compile(
+    r"^\W*(?:which|what)\s+((?:[a-z][\w-]*\s+){0,3}?[a-z][\w-]*)\s+"
+    r"(?:appear|appears|are|is|were|was|do|does|did|can|have|has|occur|occurs|show up|turn up|come up)\b",
+    re.IGNORECASE,
+)
+
+
+def asked_thing(query: str) -> str:
+    """What a "which X appear" question asks for, in its own words ("access codes"), for a note the model can act
+    on: told "the values", a 0.5B searched the data for the word "values" (session 19 and 20)."""
+    found = _ASKED_THING.search(query)
+    return found.group(1).lower() if found else "things it names"
 
 
 def echoes_query(answer: str, query: str) -> bool:
@@ -280,7 +298,7 @@ class LoopGuards:
             return prompts.ECHO_NOTE
         if not self.kind_refused and (kind := wrong_kind(answer, self.query)):
             self.kind_refused = True  # once, like the echo
-            return prompts.WRONG_KIND_NOTES[kind]
+            return prompts.WRONG_KIND_NOTES[kind].format(asked=asked_thing(self.query))
         return None
 
     def hint(self, error: str) -> str | None:

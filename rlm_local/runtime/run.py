@@ -373,7 +373,7 @@ class RLMRun:
             self.messages.append({"role": "user", "content": f"{note}\n{reminder}"})
             return
         else:
-            output, reminder = "(no code was run)", prompts.NO_CODE_REMINDER
+            output, reminder = prompts.NO_CODE_RUN, prompts.NO_CODE_REMINDER
         if note:
             reminder = f"{note}\n{reminder}"
         self.messages.append({"role": "user", "content": prompts.NEXT_USER.format(output=output, reminder=reminder)})
@@ -392,7 +392,7 @@ class RLMRun:
                 parts.append(hint)
         if result.fault:
             parts.append(prompts.STATE_LOST_NOTE.format(fault=result.fault))
-        return "\n".join(parts) if parts else "(no output: use print() to see values)"
+        return "\n".join(parts) if parts else prompts.NO_OUTPUT
 
     # ---- ending --------------------------------------------------------------------------------------------------
     async def _force_final(self, reason: StopReason, detail: str) -> Outcome:
