@@ -288,12 +288,7 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
     keep = _KEEP[rule.rule].format(n=rule.times)
     answer = '"\\n".join(f"{a} & {b}" for a, b in itertools.combinations(kept, 2))' if rule.pairs else '", ".join(kept)'
     category = json.dumps(CATEGORY_QUESTION)
-    # "all" judges every record of a person and its label is a common one. The others look for rare records
-    # against the clearest one; where that keeps nobody (the clearest record stands alone), half the share is
-    # tried before giving up, except for "none", which a lower share only empties further.
-    shares = (
-        () if rule.rule == "all" else (CLEAREST_SHARE,) if rule.rule == "none" else (CLEAREST_SHARE, CLEAREST_SHARE / 2)
-    )
+    shares = _shares(rule)
     if shares:
         judged = f"    scores = [s[labels[0]] for s in label_scores({category}, labels)]\n"
     else:
@@ -321,7 +316,8 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
         f"labels = categories({about_one})\n"
         "print('categories:', labels)\n"
         "if labels:\n"
-        f"{judged}" + (f"{_indent(by_share)}" if shares else f"{_indent(kept)}") + "else:\n"
+        f"{judged}{_indent(by_share if shares else kept)}"
+        "else:\n"
         f"    flags = label_each({rq}, ['yes', 'no'])\n"
         f"{_indent(kept)}"
         "print(len(kept), 'of', len(tally), 'people kept:', kept)\n"
@@ -331,6 +327,16 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
     lines = ["who = writers()", "if who:", *("    " + line for line in grouped.splitlines())]
     lines += ["else:", *("    " + line for line in fallback.splitlines())]
     return "\n".join(lines)
+
+
+def _shares(rule: PersonRule) -> tuple[float, ...]:
+    """The shares of the clearest record's P(category) a record must reach to count, tried in turn until someone
+    is kept; () where the likeliest label decides. "all" judges every record of a person, and its label is a
+    common one. The rare-record rules try half the share where the clearest record stands alone and the first
+    bar keeps nobody; "none" keeps one bar, since a lower one only removes people."""
+    if rule.rule == "all":
+        return ()
+    return (CLEAREST_SHARE,) if rule.rule == "none" else (CLEAREST_SHARE, CLEAREST_SHARE / 2)
 
 
 def _indent(code: str) -> str:
