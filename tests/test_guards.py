@@ -308,6 +308,9 @@ def test_a_worked_examples_answer_is_refused_and_never_taken_from_a_resample():
     engine = ScriptedEngine([LOOK, f"FINAL({hotel})", "FINAL(4217)"], sampled=lambda options: f"FINAL({hotel})")
     result = run(engine, profile="small-coder")
     assert result.answer == "4217" and prompts.EXAMPLE_ANSWER_NOTE in shown(engine, 3)
+    repeated = ScriptedEngine([LOOK, "FINAL(cust_17, cust_88, cust_17, cust_88)", "FINAL(4217)"])
+    assert prompts.SMALL_CODER_EXAMPLES[4][-1] == "cust_17, cust_88"  # the example's list, given twice over
+    assert run(repeated, profile="small-coder").answer == "4217"
     insisted = ScriptedEngine([LOOK, *[f"FINAL({hotel})"] * 3])  # every reply, re-sampled or not
     assert run(insisted, profile="small-coder").answer == hotel  # believed after two refusals: no deadlock
 

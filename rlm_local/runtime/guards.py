@@ -57,6 +57,7 @@ def non_answer(answer: str) -> str | None:
     return None
 
 
+_ID_LIKE = re.compile(r"\b(?=\w*[A-Za-z])(?=\w*\d)\w{3,}\b")  # letters and digits in one word: cust_17, A113
 _RUNTIME_TEXT = frozenset(t.casefold().strip(" ()") for t in (prompts.NO_OUTPUT, prompts.NO_CODE_RUN))
 # "Which access codes appear ...?" asks for "access codes": the words between the question word and the verb.
 _ASKED_THING = re.compile(
@@ -239,8 +240,12 @@ class LoopGuards:
 
     def from_example(self, text: str) -> bool:
         """`text` is written in the worked examples, not in what this run printed, is not one plain word, and shares
-        no word with the question."""
-        text = text.strip()
+        no word with the question; a list counts with each item once (a 0.5B answered the example's "cust_17,
+        cust_88" twice over for "which access codes appear?")."""
+        items = ", ".join(dict.fromkeys(item.strip() for item in text.split(",")))
+        return self._written_in_examples(text.strip()) or self._written_in_examples(items)
+
+    def _written_in_examples(self, text: str) -> bool:
         stems = _content_stems(text)
         return (
             self.enabled
@@ -251,7 +256,7 @@ class LoopGuards:
             and text.casefold() in self.example_text
             and text.casefold() not in self.printed
             and not stems & _content_stems(self.query)
-            and (len(stems) >= 2 or bool(re.search(r"\b[A-Z][a-z]{3,}", text)))
+            and (len(stems) >= 2 or bool(re.search(r"\b[A-Z][a-z]{3,}", text)) or bool(_ID_LIKE.search(text)))
         )
 
     def ran_before(self, blocks: list[str]) -> bool:
