@@ -303,14 +303,12 @@ def _per_person_program(rule: PersonRule, about_one: str, rq: str, fallback: str
         f"kept = sorted(person for person, c in tally.items() if {keep})\n"
         f"answer = {answer}\n"
     )
-    by_share = "".join(
-        [
-            f"for share in {shares!r}:\n",
-            "    flags = ['yes' if s >= share * max(scores) else 'no' for s in scores]\n",
-            *("    " + line + "\n" for line in kept.splitlines()),
-            "    if answer:\n",
-            "        break\n",
-        ]
+    by_share = (
+        f"for share in {shares!r}:\n"
+        "    flags = ['yes' if s >= share * max(scores) else 'no' for s in scores]\n"
+        f"{_indent(kept)}"
+        "    if answer:\n"
+        "        break\n"
     )
     grouped = (
         f"labels = categories({about_one})\n"
