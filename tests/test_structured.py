@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from fakes import ScriptedEngine, repl
 
@@ -281,3 +282,32 @@ def test_a_function_asked_for_by_what_it_does_is_found_by_scoring_every_function
     prose = {"notes.txt": "Kilometres and miles are both units of distance."}
     result = asyncio.run(go("Which function converts kilometres to miles?", engine, prose))
     assert result.answer == "nothing here" and len(engine.root_prompts) == 2  # no function: the model's own turns
+
+
+def test_auto_mode_replaces_an_answer_kept_of_the_wrong_kind_by_the_plans():
+    notes = ["Day 1: the voucher code ZX-101 came by post.", "Day 2: rain.", "Day 3: a second voucher, QR-202."]
+
+    def reader(prompt: str) -> str:
+        if "Reply with the letter A or B" in prompt:
+            return "A"  # a lookup: the plan reads the pieces
+        piece = prompt.split("Text:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
+        codes = re.findall(r"[A-Z]{2}-\d{3}", piece)
+        return codes[0] if codes else "NONE"
+
+    counted = [repl("print(len(context))"), "FINAL(2)", "FINAL(2)"]  # counts them, and insists after the note
+    engine = ScriptedEngine(counted, sub=reader)
+
+    async def go():
+        async with RLM(RLMConfig(sandbox="process", mode="auto"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
+            return await rlm.acompletion("Which voucher codes appear in these notes?", notes)
+
+    result = asyncio.run(go())
+    turns = [e for e in result.trajectory if e["event"] == "turn"]
+    assert result.answer == "ZX-101"  # a code read off the notes, not the count
+    assert turns[-1]["note"] == "structured mode" and turns[-2]["final"] == "2"
+
+
+def test_a_model_that_keeps_its_answer_of_the_right_kind_is_not_second_guessed():
+    engine = ScriptedEngine([repl("print(context[0])"), "FINAL(ana)"], sub=sub_model)
+    result = run(RLMConfig(sandbox="process", mode="auto"), engine, query="Who complained about a late parcel?")
+    assert result.answer == "ana" and all(e.get("note") != "structured mode" for e in result.trajectory)

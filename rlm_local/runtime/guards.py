@@ -306,5 +306,9 @@ class LoopGuards:
             return prompts.WRONG_KIND_NOTES[kind].format(asked=asked_thing(self.query))
         return None
 
+    def kind_ignored(self, answer: str) -> bool:
+        """`answer` is of the wrong kind after the note about it was shown once (so `refuse` takes it now)."""
+        return self.enabled and self.kind_refused and wrong_kind(answer, self.query) is not None
+
     def hint(self, error: str) -> str | None:
         return error_hint(error, self.context_type) if self.enabled else None
