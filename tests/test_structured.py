@@ -311,3 +311,22 @@ def test_a_model_that_keeps_its_answer_of_the_right_kind_is_not_second_guessed()
     engine = ScriptedEngine([repl("print(context[0])"), "FINAL(ana)"], sub=sub_model)
     result = run(RLMConfig(sandbox="process", mode="auto"), engine, query="Who complained about a late parcel?")
     assert result.answer == "ana" and all(e.get("note") != "structured mode" for e in result.trajectory)
+
+
+def test_voting_samples_share_one_run_of_the_structured_program():
+    """The program samples nothing, so K samples of a plan-first question run it once, not K times."""
+
+    def labeller(prompt: str) -> str:
+        record = prompt.rsplit("Record:\n", 1)[-1]
+        return "delivery" if ("late" in record or "delivery" in record) else "other"
+
+    query = "Which kind of message is the most common: delivery or other?"
+    one = ScriptedEngine([], sub=labeller)
+    single = run(RLMConfig(sandbox="process", mode="auto"), one, query=query)
+    three = ScriptedEngine([], sub=labeller)
+    voted = run(RLMConfig(sandbox="process", mode="auto", samples=3), three, query=query)
+    assert single.answer == voted.answer == "delivery"
+    assert single.usage.sub_calls == len(RECORDS)  # one label per record
+    assert voted.usage.sub_calls == len(RECORDS) + 1  # the same labels once, and one sub-call checking the vote
+    assert voted.stop_detail == "3 of 3 samples agreed"
+    assert sum(e["event"] == "turn" and e.get("note") == "structured mode" for e in voted.trajectory) == 1

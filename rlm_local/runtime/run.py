@@ -57,6 +57,7 @@ class RunTree:
     faults: list[str] = field(default_factory=list)
     cache_salt: str | None = None  # the tenant's, when a server runs this tree
     sub_rlm_slots: asyncio.Semaphore = field(init=False)
+    structured_runs: dict[tuple[str, int], asyncio.Future[Any]] = field(default_factory=dict)  # see _structured
 
     def __post_init__(self) -> None:
         self.sub_rlm_slots = asyncio.Semaphore(self.config.budgets.max_concurrent_sub_rlms)
@@ -154,9 +155,9 @@ class RLMRun:
         if mode == "code":
             return await self._turns(session)
         if mode == "structured":
-            return await run_structured(self, session)
+            return await self._structured(session)
         if plan_first(self.query):
-            planned = await run_structured(self, session)
+            planned = await self._structured(session)
             if planned.answer is not None or self.tree.budget.exceeded is not None:
                 return planned
         outcome = await self._turns(session, fallback=True)
@@ -165,16 +166,33 @@ class RLMRun:
             return await self._right_kind(session, outcome)
         if outcome.answer is not None or stopped:
             return outcome
-        planned = await run_structured(self, session)
+        planned = await self._structured(session)
         if planned.answer is None and outcome.stop_reason == "max_iterations":
             return await self._force_final("max_iterations", outcome.detail)  # the model's best guess, last
         return planned
+
+    async def _structured(self, session: ReplSession) -> Outcome:
+        """The structured program's outcome. It samples nothing (its sub-calls are greedy), so K voting samples of
+        one query share one run of it: the first to need it runs it, the others take its outcome and output rather
+        than repeat its hundreds of sub-calls."""
+        key = (self.query, id(self.context))
+        if key not in self.tree.structured_runs:
+            self.tree.structured_runs[key] = asyncio.ensure_future(self._run_structured(session))
+        outcome, printed, runner = await self.tree.structured_runs[key]
+        if runner is not self:
+            self.printed.extend(printed)
+        return outcome
+
+    async def _run_structured(self, session: ReplSession) -> tuple[Outcome, list[str], RLMRun]:
+        before = len(self.printed)
+        outcome = await run_structured(self, session)
+        return outcome, self.printed[before:], self
 
     async def _right_kind(self, session: ReplSession, outcome: Outcome) -> Outcome:
         """The model kept an answer of the wrong kind after the note saying so (measured: a 0.5B answered the
         counts `[201, 36, 0]` to "which access codes appear?"): the structured program's answer, if it finds one
         of the kind asked for; else the model's."""
-        planned = await run_structured(self, session)
+        planned = await self._structured(session)
         if planned.answer is not None and not self.guards.kind_ignored(planned.answer):
             return planned
         return outcome
