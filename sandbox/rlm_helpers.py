@@ -492,10 +492,10 @@ class Strategies:
             batch = order[start : start + step]
             answers = self._batched(_read_prompts(question, [parts[i] for i in batch]))
             for answer, i in zip(answers, batch, strict=True):
-                text = _as_copied(question, _clean(answer), parts[i])
-                backing = support(question, text, parts[i])
-                if backing >= 0 and text.lower() not in (f.lower() for _, f in found):
-                    found.append((backing, text))
+                for text in _copied_values(question, _clean(answer), parts[i]):
+                    backing = support(question, text, parts[i])
+                    if backing >= 0 and text.lower() not in (f.lower() for _, f in found):
+                        found.append((backing, text))
             start, step = start + step, max(READ_FIRST, step) * 2
         if not found:
             return "NONE"  # nothing found: the loop guards refuse it as an answer
@@ -657,11 +657,43 @@ def _as_copied(question: str, text: str, piece: str) -> str:
     """`text` as the piece has it: where the whole reply is not written there but its part after a lead-in made of
     the question's words ("The voucher code is") is, that part."""
     found = _LEAD_IN.match(text)
-    if piece.lower().find(text.lower()) >= 0 or not found:
+    if _written_at(text, piece) >= 0 or not found:
         return text
     if _stems(found.group("lead")) <= _stems(question) and found.group("rest").lower() in piece.lower():
         return found.group("rest")
     return text
+
+
+def _copied_values(question: str, text: str, piece: str) -> list[str]:
+    """The values of a reply that are written in the piece: the reply itself (or its part after a lead-in, see
+    `_as_copied`), else each item of a list reply that is. Measured: the 0.5B read "IZO-2339" and replied
+    "IZO-2339, OZI-2339"; the whole reply is not in the text, but its first item is."""
+    whole = _as_copied(question, text, piece)
+    if _written_at(whole, piece) >= 0 or "," not in whole:
+        return [whole]
+    items = [_clean(item) for item in whole.split(",")]
+    return [item for item in items if item and _written_at(item, piece) >= 0]
+
+
+def _written_at(text: str, piece: str) -> int:
+    """Where `text` is written in `piece` (case aside), -1 if nowhere. A number or code must stand whole there, not
+    cut from a longer one: the 0.5B replied "RV-3100" for "RRV-3100"."""
+    low, body = text.lower(), piece.lower()
+    if not low or not re.search(r"\d", low):
+        return body.find(low)
+    for found in re.finditer(re.escape(low), body):
+        start, end = found.start(), found.end()
+        if not (_joined(body[max(0, start - 2) : start], low[0]) or _joined(body[end : end + 2][::-1], low[-1])):
+            return start
+    return -1
+
+
+def _joined(outside: str, edge: str) -> bool:
+    """The text next to a match (read towards it) continues the same code: a letter or digit, or a hyphen or
+    underscore after one ("RRV-" before "3100")."""
+    if not edge.isalnum() or not outside:
+        return False
+    return outside[-1].isalnum() or (outside[-1] in "-_" and len(outside) == 2 and outside[0].isalnum())
 
 
 def _found_in(answer: str, piece: str, question: str) -> bool:
@@ -675,7 +707,7 @@ def support(question: str, answer: str, piece: str) -> int:
     words = _stems(text)
     if not text or is_none(text) or (words and words <= _stems(question)):
         return -1
-    at = piece.lower().find(text.lower())
+    at = _written_at(text, piece)
     if at < 0:
         return -1
     around = piece[max(0, at - SUPPORT_CHARS) : at + len(text) + SUPPORT_CHARS]

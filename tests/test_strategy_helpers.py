@@ -163,6 +163,28 @@ def test_ask_all_keeps_an_answer_given_after_the_question_s_own_words():
     assert namespace["ask_all"](question) == "TUI-8001"
 
 
+def test_ask_all_keeps_the_items_of_a_list_reply_written_in_the_piece_and_no_cut_codes():
+    """A 0.5B read "IZO-2339" and replied "IZO-2339, OZI-2339", and replied "RV-3100, RRV-3101" for "RRV-3100":
+    the written item counts; a code cut from a longer one, or with a digit changed, does not."""
+    piece = "Day 3: the access code IZO-2339 opens the shed. Day 4: the code RRV-3100 is for the gate."
+    question = "Which access codes appear in these notes?"
+    assert rlm_helpers._copied_values(question, "IZO-2339, OZI-2339", piece) == ["IZO-2339"]
+    assert rlm_helpers._copied_values(question, "RV-3100, RRV-3101", piece) == []
+    assert rlm_helpers._copied_values(question, "the shed", piece) == ["the shed"]
+    assert rlm_helpers.support(question, "RV-3100", piece) == -1 and rlm_helpers.support(question, "3100", piece) == -1
+    assert rlm_helpers.support(question, "RRV-3100", piece) >= 0
+    assert rlm_helpers.support("Who opens it?", "shed", piece) >= 0  # a word needs no boundary: plurals, stems
+
+    def reader(prompts: list[str]) -> list[str]:
+        return ["IZO-2339, OZI-2339" if "IZO" in p else "NONE" for p in prompts]
+
+    docs = [f"Day {i}: " + "the weather was mild. " * 60 for i in range(6)]
+    docs[3] = piece
+    namespace = {"context": docs}
+    namespace.update(Strategies(reader, namespace).helpers())
+    assert namespace["ask_all"](question) == "IZO-2339"
+
+
 def test_ask_all_gives_every_likely_value_for_a_question_that_asks_for_several():
     docs = [f"Note {i}: " + ("the weather was mild. " * 60) for i in range(8)]
     docs[2] = "Note 2: Mira Kessel wrote the garage code down."
