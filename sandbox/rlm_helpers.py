@@ -670,9 +670,26 @@ def _copied_values(question: str, text: str, piece: str) -> list[str]:
     "IZO-2339, OZI-2339"; the whole reply is not in the text, but its first item is."""
     whole = _as_copied(question, text, piece)
     if _written_at(whole, piece) >= 0 or "," not in whole:
-        return [whole]
-    items = [_clean(item) for item in whole.split(",")]
+        return [_one_off(whole, piece)]
+    items = [_one_off(_clean(item), piece) for item in whole.split(",")]
     return [item for item in items if item and _written_at(item, piece) >= 0]
+
+
+_TOKEN = re.compile(r"[\w-]+")
+
+
+def _one_off(text: str, piece: str) -> str:
+    """A code copied with one character wrong, as the piece writes it ("RRV-3101" for "RRV-3100"): where `text` (one
+    token with a digit, not in the piece) differs in one place from exactly one token of the piece of its length.
+    Else `text` as it is."""
+    if len(text) < 5 or not re.search(r"\d", text) or not _TOKEN.fullmatch(text) or _written_at(text, piece) >= 0:
+        return text
+    near = {t for t in _TOKEN.findall(piece) if len(t) == len(text) and _differences(t.lower(), text.lower()) == 1}
+    return near.pop() if len(near) == 1 else text
+
+
+def _differences(a: str, b: str) -> int:
+    return sum(x != y for x, y in zip(a, b, strict=True))
 
 
 def _written_at(text: str, piece: str) -> int:

@@ -165,11 +165,13 @@ def test_ask_all_keeps_an_answer_given_after_the_question_s_own_words():
 
 def test_ask_all_keeps_the_items_of_a_list_reply_written_in_the_piece_and_no_cut_codes():
     """A 0.5B read "IZO-2339" and replied "IZO-2339, OZI-2339", and replied "RV-3100, RRV-3101" for "RRV-3100":
-    the written item counts; a code cut from a longer one, or with a digit changed, does not."""
+    the written item counts, a code copied with one character wrong is the piece's; a code cut from a longer one
+    does not count."""
     piece = "Day 3: the access code IZO-2339 opens the shed. Day 4: the code RRV-3100 is for the gate."
     question = "Which access codes appear in these notes?"
     assert rlm_helpers._copied_values(question, "IZO-2339, OZI-2339", piece) == ["IZO-2339"]
-    assert rlm_helpers._copied_values(question, "RV-3100, RRV-3101", piece) == []
+    assert rlm_helpers._copied_values(question, "RV-3100, RRV-3101", piece) == ["RRV-3100"]  # one character off
+    assert rlm_helpers._copied_values(question, "RRV-3111", piece) == ["RRV-3111"]  # two: not the piece's code
     assert rlm_helpers._copied_values(question, "the shed", piece) == ["the shed"]
     assert rlm_helpers.support(question, "RV-3100", piece) == -1 and rlm_helpers.support(question, "3100", piece) == -1
     assert rlm_helpers.support(question, "RRV-3100", piece) >= 0
