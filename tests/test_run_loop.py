@@ -141,6 +141,17 @@ def test_deadline_stops_the_run():
     assert result.stop_reason == "deadline" and result.elapsed_s < 4
 
 
+def test_near_the_deadline_the_model_answers_from_what_it_has_seen():
+    """Another turn like the last would end after the deadline: the model is asked for its answer now, rather than
+    the run ending without one. The first turn is never cut short."""
+    slow = repl("import time\ntime.sleep(2)\nprint(context[:20])")
+    engine = ScriptedEngine([slow, slow.replace("20", "30"), "FINAL(42)"])
+    result = run(engine, budgets={"deadline_s": 6.0})  # a turn takes 2 s: 2 + 2 + another 2 would pass 6
+    assert result.answer == "42" and result.stop_reason == "deadline" and "deadline was near" in result.stop_detail
+    turns = [e for e in result.trajectory if e["event"] == "turn"]
+    assert [t["note"] for t in turns][-1] == "forced final answer" and len(turns) == 3
+
+
 def test_depth_budget_makes_rlm_query_a_plain_call():
     engine = ScriptedEngine([repl("print(rlm_query('sub question'))"), "FINAL(ok)"])
     result = run(engine, budgets={"max_depth": 1})
