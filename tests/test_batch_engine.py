@@ -1,4 +1,4 @@
-"""`rlm-local batch` on the real engine and Docker sandbox: 10 jobs, killed with SIGKILL mid-batch, rerun: every job
+"""`rlm-local batch` on the real engine and Docker sandbox: 6 jobs, killed with SIGKILL mid-batch, rerun: every job
 once, each with its own answer."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
-    tasks = [needle_task(seed, chars=2_000) for seed in range(10)]
+    tasks = [needle_task(seed, chars=2_000) for seed in range(6)]
     jobs = tmp_path / "jobs.jsonl"
     for i, task in enumerate(tasks):
         (tmp_path / f"doc-{i}.txt").write_text(task.context)
@@ -33,7 +33,7 @@ def test_a_batch_killed_mid_run_resumes_on_the_real_engine(tmp_path):
     command += ["--sandbox", "docker", "--max-model-len", "4096"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 400
-    while not (out.exists() and out.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+    while not (out.exists() and out.read_text().count("\n") >= 2) and time.monotonic() < deadline:
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)  # the CLI and its engine processes, as a crash would
