@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import json
 import math
 import re
+import signal
+import textwrap
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +39,8 @@ CATEGORY_SAMPLES = 3  # samples the sub-model names categories from; the names a
 CATEGORY_SAMPLE = 16  # records shown to the sub-model when it names the categories (about 1,500 tokens)
 MAX_CATEGORIES = 6
 SOURCE_CHARS = 1_500  # find_function: a function's source shown to the sub-model, cut to this
+RUN_SECONDS = 0.2  # find_function: a function run on an example that takes longer agrees with nothing
+CHECK_SECONDS = 10.0  # find_function: functions still unchecked after this long (likeliest first) agree with nothing
 MAX_SCORED = 64  # pieces the sub-model scores; beyond that, BM25 picks which (a 400,000-character context has 333)
 _SEVERAL = re.compile(
     r"\b(all|every)( of)?( the)?( \w+)? \w+s\b|^\s*(list|name)\b"
@@ -75,6 +82,18 @@ FUNCTION_PROMPT = """Function:
 
 Question: {question}
 Is this function the one the question asks for? Reply yes or no."""
+
+# Checking by running: the sub-model writes its own version of the function asked for, with example calls; every
+# function in the data runs on those examples, and the one returning what that version returns on most of them is
+# taken (the likeliest by P(yes) among equals). Why: P(yes) does not tell a function from its inverse (the 1.5B took
+# "miles to kilometres" for "kilometres to miles" on a report seed), and the 0.5B's P(yes) ranks the right one low
+# among 60 functions, but running them on f(100) tells. Measured on the 18 behaviours of the code QA family that have
+# a look-alike partner (docs/eval/README.md, session 23): the sub-model's version agreed with the right function on
+# more examples than with its partner for 10 of 18 (0.5B) and 14 of 18 (1.5B), and never with the partner more.
+REFERENCE_PROMPT = """Question about some code: {question}
+
+Write a Python function `f` that does what the function asked about does. Then write 3 example calls of it, one \
+per line, like print(f(...)). Reply with the code only."""
 
 LABEL_PROMPT = """Answer a question about one record. Reply with only the answer{choices}, nothing else.
 
@@ -505,8 +524,9 @@ class Strategies:
 
     def find_function(self, question: str, data: Any = None) -> str:
         """The name of the function in code that does what `question` describes ("Which function converts
-        kilometres to miles?"): the sub-model scores every function alone (batched), the likeliest is the answer;
-        'NONE' if the data has no functions. Without scores from the host, BM25 ranks them."""
+        kilometres to miles?"): the sub-model scores every function alone (batched); then every one runs on
+        example calls of a version the sub-model writes, and the one agreeing on most examples is the answer (the
+        likeliest among equals). 'NONE' if the data has no functions. Without scores from the host, BM25 ranks them."""
         found = definitions(self._data(data))
         if not found:
             return "NONE"
@@ -516,7 +536,11 @@ class Strategies:
         else:
             prompts = [FUNCTION_PROMPT.format(source=s, question=question) for s in sources]
             scores = [probs.get("yes", 0.0) for probs in self._choose(prompts, ["yes", "no"])]
-        return found[max(range(len(found)), key=lambda i: scores[i])][0]
+        likeliest = sorted(range(len(found)), key=lambda i: -scores[i])
+        (reply,) = self._batched([REFERENCE_PROMPT.format(question=question)])
+        agreed = agreements(*reference_examples(reply), [found[i] for i in likeliest])
+        best = max(range(len(likeliest)), key=lambda k: (agreed[k], -k))  # most examples agreed, then likeliest
+        return found[likeliest[best]][0]
 
     def label_each(
         self, question: str, labels: list[str] | None = None, data: Any = None, calibrate: bool = True
@@ -602,6 +626,101 @@ class Strategies:
             "writers": lambda data=None: writers(self._data(data)),
             "pieces": lambda data=None, max_chars=PIECE_CHARS: pieces(self._data(data), max_chars),
         }
+
+
+def reference_examples(reply: str) -> tuple[Callable[..., Any] | None, list[list[Any]]]:
+    """The function `f` a sub-model's reply writes, and the literal arguments of each call to `f` in it; (None, [])
+    where the reply has no runnable `f`. Only the `def` runs (with `limited_builtins`): its calls are read, not run."""
+    blocks = re.findall(r"```[\w+-]*\n(.*?)```", reply, re.DOTALL)
+    try:
+        tree = ast.parse("\n".join(blocks) if blocks else reply)
+    except SyntaxError:
+        return None, []
+    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "f"]
+    examples = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "f" and node.args:
+            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                examples.append([ast.literal_eval(arg) for arg in node.args])
+    if not defs or not examples:
+        return None, []
+    reference = _defined(ast.unparse(defs[-1]), "f")
+    return (reference, examples) if reference is not None else (None, [])
+
+
+def agreements(
+    reference: Callable[..., Any] | None, examples: list[list[Any]], functions: list[tuple[str, str]]
+) -> list[int]:
+    """For each (name, source) in `functions`, on how many examples it returns what `reference` returns (floats to
+    1%): 0 for one that does not run alone (it needs names from its module, or fails) or runs past RUN_SECONDS, and
+    for every one left when CHECK_SECONDS have passed (so put the likeliest first)."""
+    if reference is None:
+        return [0] * len(functions)
+    wants = [_run(reference, args) for args in examples]
+    deadline = time.monotonic() + CHECK_SECONDS
+    agreed = []
+    for name, source in functions:
+        candidate = _defined(source, name) if time.monotonic() < deadline else None
+        pairs = zip(examples, wants, strict=True) if candidate is not None else ()
+        agreed.append(sum(want not in (_FAILED, None) and _same(_run(candidate, args), want) for args, want in pairs))
+    return agreed
+
+
+_FAILED = object()
+_UNSAFE = {"open", "exec", "eval", "compile", "__import__", "input", "breakpoint", "exit", "quit", "globals", "vars"}
+
+
+def limited_builtins() -> dict[str, Any]:
+    """Builtins for running a function found in the data: no files, imports or dynamic code, and `print` silent."""
+    import builtins
+
+    names = {k: v for k, v in vars(builtins).items() if k not in _UNSAFE}
+    names["print"] = lambda *args, **kwargs: None
+    return names
+
+
+def _defined(source: str, name: str) -> Callable[..., Any] | None:
+    """The function `name` that `source` (one `def`) defines, next to math's names and common modules."""
+    namespace: dict[str, Any] = {k: v for k, v in vars(math).items() if not k.startswith("_")}
+    namespace.update(math=math, re=re, json=json, Counter=Counter, __builtins__=limited_builtins())
+    try:
+        exec(compile(textwrap.dedent(source), "<function>", "exec"), namespace)  # the sandbox is where it runs
+    except Exception:  # a `def` that does not even define: its defaults fail, or it is not Python
+        return None
+    found = namespace.get(name)
+    return found if callable(found) else None
+
+
+def _run(fn: Callable[..., Any], args: list[Any]) -> Any:
+    """`fn(*args)` on copies of the arguments, or _FAILED if it raises or runs past RUN_SECONDS (in the main thread;
+    elsewhere no timer can stop it, so it does not run)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _FAILED
+
+    def stop(signum: int, frame: Any) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, RUN_SECONDS)
+    try:
+        return fn(*copy.deepcopy(args))
+    except Exception:  # any failure of code from the data means "does not agree"
+        return _FAILED
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _same(got: Any, want: Any) -> bool:
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got is want
+    if isinstance(got, int | float) and isinstance(want, int | float):
+        return math.isclose(got, want, rel_tol=0.01, abs_tol=1e-9)
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return len(got) == len(want) and all(_same(a, b) for a, b in zip(got, want, strict=True))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(_same(got[k], want[k]) for k in got)
+    return bool(got == want) if type(got) is type(want) else False
 
 
 def _pick_one(question: str, found: list[tuple[int, str]]) -> str:

@@ -546,3 +546,72 @@ def test_category_names_keep_short_distinct_names_and_leave_a_choice():
     assert first(["support", "billing"], "Who wrote about invoices?") == ["invoices", "support", "billing"]
     assert first(["support", "billing"], "Which clients complained?") == ["support", "billing"]  # nothing named
     assert first(["billing", "praise", "other"], "Who wrote nothing other than praise?")[0] == "praise"
+
+
+CONVERTERS = """
+def adjust_data(value):
+    return value * 1.609344
+
+
+def transform_data(value):
+    return value * 0.621371
+
+
+def spin(value):
+    while True:
+        value += 1
+
+
+def save_value(value):
+    with open("/tmp/saved", "w") as fh:
+        fh.write(str(value))
+    return value * 0.621371
+"""
+
+KM_TO_MILES = "```python\ndef f(km):\n    return km * 0.6214\n\nprint(f(10))\nprint(f(2.5))\n```"
+
+
+def test_find_function_runs_the_likeliest_functions_on_the_sub_models_examples():
+    """P(yes) favours the inverse (miles to kilometres); the sub-model's own version agrees with the right one."""
+
+    def choose(prompts, choices):
+        return [{"yes": 0.9 if "1.609" in p else 0.5, "no": 0.1} for p in prompts]
+
+    asked: list[str] = []
+
+    def batched(prompts):
+        asked.extend(prompts)
+        return [KM_TO_MILES for _ in prompts]
+
+    namespace = {"context": CONVERTERS}
+    helpers = Strategies(batched, namespace, choose).helpers()
+    question = "Which function converts a distance in kilometres to miles?"
+    assert helpers["find_function"](question) == "transform_data"
+    assert len(asked) == 1 and question in asked[0]
+
+
+def test_without_a_usable_version_from_the_sub_model_find_function_keeps_the_likeliest():
+    def choose(prompts, choices):
+        return [{"yes": 0.9 if "1.609" in p else 0.5, "no": 0.1} for p in prompts]
+
+    for reply in ("I cannot write that.", "```python\ndef f(km):\n    return km *\n```", "def f(x):\n    return x\n"):
+        helpers = Strategies(lambda prompts, r=reply: [r] * len(prompts), {"context": CONVERTERS}, choose).helpers()
+        assert helpers["find_function"]("Which function converts kilometres to miles?") == "adjust_data"
+
+
+def test_functions_from_the_data_run_without_files_and_within_a_time_limit():
+    reference, examples = rlm_helpers.reference_examples(KM_TO_MILES)
+    assert examples == [[10], [2.5]]
+    functions = rlm_helpers.definitions(CONVERTERS)
+    assert [name for name, _ in functions] == ["adjust_data", "transform_data", "spin", "save_value"]
+    # the inverse agrees with none; `spin` is stopped in time; `save_value` cannot open a file
+    assert rlm_helpers.agreements(reference, examples, functions) == [0, 2, 0, 0]
+    assert not Path("/tmp/saved").exists()
+    assert rlm_helpers.agreements(None, [], functions) == [0, 0, 0, 0]
+
+
+def test_examples_compare_floats_closely_and_other_values_exactly():
+    same = rlm_helpers._same
+    assert same(6.2137, 6.214) and not same(6.2137, 16.09)
+    assert same([[1, 2], [3]], ([1, 2], [3])) and not same([1, 2], [2, 1])
+    assert same({"a": 1.0}, {"a": 1}) and not same(True, 1) and not same("1", 1)
