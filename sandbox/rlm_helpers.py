@@ -90,6 +90,7 @@ Is this function the one the question asks for? Reply yes or no."""
 # among 60 functions, but running them on f(100) tells. Measured on the 18 behaviours of the code QA family that have
 # a look-alike partner (docs/eval/README.md, session 23): the sub-model's version agreed with the right function on
 # more examples than with its partner for 10 of 18 (0.5B) and 14 of 18 (1.5B), and never with the partner more.
+# Inputs derived from its examples (`derived_examples`) break most of the ties left.
 REFERENCE_PROMPT = """Question about some code: {question}
 
 Write a Python function `f` that does what the function asked about does. Then write 3 example calls of it, one \
@@ -656,6 +657,7 @@ def agreements(
     for every one left when CHECK_SECONDS have passed (so put the likeliest first)."""
     if reference is None:
         return [0] * len(functions)
+    examples = examples + derived_examples(examples)
     wants = [_run(reference, args) for args in examples]
     deadline = time.monotonic() + CHECK_SECONDS
     agreed = []
@@ -664,6 +666,30 @@ def agreements(
         pairs = zip(examples, wants, strict=True) if candidate is not None else ()
         agreed.append(sum(want not in (_FAILED, None) and _same(_run(candidate, args), want) for args, want in pairs))
     return agreed
+
+
+def derived_examples(examples: list[list[Any]]) -> list[list[Any]]:
+    """More inputs made from the sub-model's own: sequences and strings reversed, or with their first item again at
+    the end; numbers times three plus one, or plus seven. The sub-model's version says what each should give, so they
+    tell apart functions its own examples did not: keeping the order of [1, 2, 2, 3] and sorting it agree, on
+    [3, 2, 2, 1] they do not."""
+    derived = []
+    for args in examples:
+        for kind in ("reverse", "extend"):
+            changed = [_changed(arg, kind) for arg in args]
+            if changed != args and changed not in derived:
+                derived.append(changed)
+    return derived
+
+
+def _changed(value: Any, kind: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | list | tuple):
+        return value
+    if isinstance(value, int | float):
+        return value * 3 + 1 if kind == "reverse" else value + 7
+    if kind == "reverse":
+        return value[::-1]
+    return value + value[:1]
 
 
 _FAILED = object()

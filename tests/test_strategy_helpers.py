@@ -605,7 +605,7 @@ def test_functions_from_the_data_run_without_files_and_within_a_time_limit():
     functions = rlm_helpers.definitions(CONVERTERS)
     assert [name for name, _ in functions] == ["adjust_data", "transform_data", "spin", "save_value"]
     # the inverse agrees with none; `spin` is stopped in time; `save_value` cannot open a file
-    assert rlm_helpers.agreements(reference, examples, functions) == [0, 2, 0, 0]
+    assert rlm_helpers.agreements(reference, examples, functions) == [0, 6, 0, 0]  # 2 examples, 4 derived
     assert not Path("/tmp/saved").exists()
     assert rlm_helpers.agreements(None, [], functions) == [0, 0, 0, 0]
 
@@ -615,3 +615,21 @@ def test_examples_compare_floats_closely_and_other_values_exactly():
     assert same(6.2137, 6.214) and not same(6.2137, 16.09)
     assert same([[1, 2], [3]], ([1, 2], [3])) and not same([1, 2], [2, 1])
     assert same({"a": 1.0}, {"a": 1}) and not same(True, 1) and not same("1", 1)
+
+
+def test_inputs_derived_from_the_sub_models_examples_tell_apart_what_its_own_did_not():
+    """Keeping first occurrences and sorting the distinct items agree on [1, 2, 2, 3]; reversed, they do not."""
+    code = """
+def keep_order(items):
+    seen = set()
+    return [x for x in items if not (x in seen or seen.add(x))]
+
+
+def sorted_unique(items):
+    return sorted(set(items))
+"""
+    reply = "```python\ndef f(lst):\n    out = []\n    for x in lst:\n        if x not in out:\n"
+    reply += "            out.append(x)\n    return out\n\nprint(f([1, 2, 2, 3]))\n```"
+    reference, examples = rlm_helpers.reference_examples(reply)
+    assert rlm_helpers.derived_examples(examples) == [[[3, 2, 2, 1]], [[1, 2, 2, 3, 1]]]
+    assert rlm_helpers.agreements(reference, examples, rlm_helpers.definitions(code)) == [3, 2]
