@@ -40,7 +40,7 @@ CATEGORY_SAMPLE = 16  # records shown to the sub-model when it names the categor
 MAX_CATEGORIES = 6
 SOURCE_CHARS = 1_500  # find_function: a function's source shown to the sub-model, cut to this
 RUN_SECONDS = 0.2  # find_function: a function run on an example that takes longer agrees with nothing
-CHECK_SECONDS = 10.0  # find_function: functions still unchecked after this long (likeliest first) agree with nothing
+CHECK_SECONDS = 10.0  # find_function: functions still unchecked after this long agree with nothing
 MAX_SCORED = 64  # pieces the sub-model scores; beyond that, BM25 picks which (a 400,000-character context has 333)
 _SEVERAL = re.compile(
     r"\b(all|every)( of)?( the)?( \w+)? \w+s\b|^\s*(list|name)\b"
@@ -87,7 +87,7 @@ Is this function the one the question asks for? Reply yes or no."""
 # function in the data runs on those examples, and the one returning what that version returns on most of them is
 # taken (the likeliest by P(yes) among equals). Why: P(yes) does not tell a function from its inverse (the 1.5B took
 # "miles to kilometres" for "kilometres to miles" on a report seed), and the 0.5B's P(yes) ranks the right one low
-# among 60 functions, but running them on f(100) tells. Measured on the 18 behaviours of the code QA family that have
+# among 170 functions, but running them on f(100) tells. Measured on the 18 behaviours of the code QA family that have
 # a look-alike partner (docs/eval/README.md, session 23): the sub-model's version agreed with the right function on
 # more examples than with its partner for 10 of 18 (0.5B) and 14 of 18 (1.5B), and never with the partner more.
 # Inputs derived from its examples (`derived_examples`) break most of the ties left.
@@ -525,23 +525,27 @@ class Strategies:
 
     def find_function(self, question: str, data: Any = None) -> str:
         """The name of the function in code that does what `question` describes ("Which function converts
-        kilometres to miles?"): the sub-model scores every function alone (batched); then every one runs on
-        example calls of a version the sub-model writes, and the one agreeing on most examples is the answer (the
-        likeliest among equals). 'NONE' if the data has no functions. Without scores from the host, BM25 ranks them."""
+        kilometres to miles?"): every function runs on example calls of a version the sub-model writes, and the one
+        agreeing on most examples is the answer. Where several agree as often (or none does), the sub-model scores
+        those alone (batched) and the likeliest is taken; without scores from the host, BM25 ranks them. 'NONE' if
+        the data has no functions. Why run first: one generation and a few milliseconds a function, where scoring
+        costs a prefill a function (16 minutes for 170 functions on 2 cores with the 1.5B)."""
         found = definitions(self._data(data))
         if not found:
             return "NONE"
-        sources = [source[:SOURCE_CHARS] for _, source in found]
+        (reply,) = self._batched([REFERENCE_PROMPT.format(question=question)])
+        agreed = agreements(*reference_examples(reply), found)
+        most = max(agreed)
+        tied = [i for i, n in enumerate(agreed) if n == most]
+        if len(tied) == 1:
+            return found[tied[0]][0]
+        sources = [found[i][1][:SOURCE_CHARS] for i in tied]
         if self._choose is None:
             scores = bm25_scores(question, sources)
         else:
-            prompts = [FUNCTION_PROMPT.format(source=s, question=question) for s in sources]
+            prompts = [FUNCTION_PROMPT.format(source=source, question=question) for source in sources]
             scores = [probs.get("yes", 0.0) for probs in self._choose(prompts, ["yes", "no"])]
-        likeliest = sorted(range(len(found)), key=lambda i: -scores[i])
-        (reply,) = self._batched([REFERENCE_PROMPT.format(question=question)])
-        agreed = agreements(*reference_examples(reply), [found[i] for i in likeliest])
-        best = max(range(len(likeliest)), key=lambda k: (agreed[k], -k))  # most examples agreed, then likeliest
-        return found[likeliest[best]][0]
+        return found[tied[max(range(len(tied)), key=lambda k: scores[k])]][0]
 
     def label_each(
         self, question: str, labels: list[str] | None = None, data: Any = None, calibrate: bool = True
@@ -654,7 +658,7 @@ def agreements(
 ) -> list[int]:
     """For each (name, source) in `functions`, on how many examples it returns what `reference` returns (floats to
     1%): 0 for one that does not run alone (it needs names from its module, or fails) or runs past RUN_SECONDS, and
-    for every one left when CHECK_SECONDS have passed (so put the likeliest first)."""
+    for every one left when CHECK_SECONDS have passed."""
     if reference is None:
         return [0] * len(functions)
     examples = examples + derived_examples(examples)

@@ -571,10 +571,13 @@ def save_value(value):
 KM_TO_MILES = "```python\ndef f(km):\n    return km * 0.6214\n\nprint(f(10))\nprint(f(2.5))\n```"
 
 
-def test_find_function_runs_the_likeliest_functions_on_the_sub_models_examples():
-    """P(yes) favours the inverse (miles to kilometres); the sub-model's own version agrees with the right one."""
+def test_find_function_runs_every_function_on_the_sub_models_examples_before_scoring_any():
+    """P(yes) would favour the inverse (miles to kilometres); the sub-model's own version agrees with the right one
+    alone, so no function is scored."""
+    scored: list[str] = []
 
     def choose(prompts, choices):
+        scored.extend(prompts)
         return [{"yes": 0.9 if "1.609" in p else 0.5, "no": 0.1} for p in prompts]
 
     asked: list[str] = []
@@ -583,11 +586,24 @@ def test_find_function_runs_the_likeliest_functions_on_the_sub_models_examples()
         asked.extend(prompts)
         return [KM_TO_MILES for _ in prompts]
 
-    namespace = {"context": CONVERTERS}
-    helpers = Strategies(batched, namespace, choose).helpers()
+    helpers = Strategies(batched, {"context": CONVERTERS}, choose).helpers()
     question = "Which function converts a distance in kilometres to miles?"
     assert helpers["find_function"](question) == "transform_data"
     assert len(asked) == 1 and question in asked[0]
+    assert scored == []
+
+
+def test_find_function_scores_only_the_functions_that_agree_equally_often():
+    twins = CONVERTERS + "\n\ndef km_to_miles(value):\n    return value * 0.621371\n"
+    scored: list[str] = []
+
+    def choose(prompts, choices):
+        scored.extend(prompts)
+        return [{"yes": 0.8 if "km_to_miles" in p else 0.3, "no": 0.2} for p in prompts]
+
+    helpers = Strategies(lambda prompts: [KM_TO_MILES] * len(prompts), {"context": twins}, choose).helpers()
+    assert helpers["find_function"]("Which function converts kilometres to miles?") == "km_to_miles"
+    assert len(scored) == 2 and all("0.621371" in p for p in scored)
 
 
 def test_without_a_usable_version_from_the_sub_model_find_function_keeps_the_likeliest():
