@@ -255,13 +255,20 @@ CONVERSIONS = {
 
 
 def conversion_model(prompt: str) -> str:
-    """Likelier for the function whose code converts kilometres to miles."""
+    """Likelier for the function whose code converts kilometres to miles; no version of its own."""
     if "Reply yes or no" in prompt:
         return "yes" if "0.621371" in prompt else "no"
     return "NONE"
 
 
-def test_a_function_asked_for_by_what_it_does_is_found_by_scoring_every_function():
+def writing_model(prompt: str) -> str:
+    """Writes its own version of the function asked for, with example calls."""
+    if "Write a Python function `f`" in prompt:
+        return "```python\ndef f(km):\n    return km * 0.6214\n\nprint(f(10))\n```"
+    return conversion_model(prompt)
+
+
+def test_a_function_asked_for_by_what_it_does_is_found_by_running_or_else_scoring_every_function():
     assert asks_for_function("I'm looking for the function that converts a distance in kilometres to miles.")
     assert asks_for_function("Somewhere in this code a function parses dates. Which one is it?")
     assert not asks_for_function("What does the function `tidy` do?")
@@ -272,11 +279,16 @@ def test_a_function_asked_for_by_what_it_does_is_found_by_scoring_every_function
         async with RLM(RLMConfig(sandbox="process", mode="auto"), root_engine=engine, sandbox=ProcessSandbox()) as rlm:
             return await rlm.acompletion(query, context)
 
-    engine = ScriptedEngine(["FINAL(convert)"], sub=conversion_model)
+    engine = ScriptedEngine(["FINAL(convert)"], sub=writing_model)
     result = asyncio.run(go("Which function converts a distance in kilometres to miles?", engine))
     assert result.answer == "normalize_entry" and engine.root_prompts == []
     assert next(e for e in result.trajectory if e["event"] == "turn")["plan"]["type"] == "FUNCTION"
-    assert len(engine.sub_prompts) == 3 and all("def " in p for p in engine.sub_prompts)  # one a function
+    assert len(engine.sub_prompts) == 1  # the version written; the functions ran, none was scored
+
+    engine = ScriptedEngine(["FINAL(convert)"], sub=conversion_model)  # no version: every function scored
+    result = asyncio.run(go("Which function converts a distance in kilometres to miles?", engine))
+    assert result.answer == "normalize_entry" and engine.root_prompts == []
+    assert len(engine.sub_prompts) == 4 and sum("def " in p for p in engine.sub_prompts) == 3  # one a function
 
     engine = ScriptedEngine([repl("print(sorted(context))"), "FINAL(nothing here)"], sub=conversion_model)
     prose = {"notes.txt": "Kilometres and miles are both units of distance."}
