@@ -52,6 +52,14 @@ class RunBudget:
     def charge(self, tokens: int) -> None:
         self.tokens += tokens
 
+    def fail(self, detail: str) -> None:
+        """The run cannot go on (its engine failed): every later check stops it, with `detail` as the reason."""
+        self._stop("error", detail, raise_=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.exceeded is not None and self.exceeded.reason == "error"
+
     def _stop(self, reason: StopReason, detail: str, *, raise_: bool = True) -> None:
         if self.exceeded is None:
             self.exceeded = BudgetExceeded(reason, detail)

@@ -12,7 +12,7 @@ import pytest
 from fakes import ScriptedEngine, repl
 
 from rlm_local.config import Budgets, RLMConfig
-from rlm_local.errors import ContextError, ModelError
+from rlm_local.errors import ContextError, EngineError, ModelError
 from rlm_local.repl.process_sandbox import ProcessSandbox
 from rlm_local.rlm import RLM
 
@@ -375,3 +375,25 @@ def test_the_newest_output_is_cut_when_the_conversation_still_does_not_fit():
     assert engine.count_tokens(last) <= 1200 - 1200 // 8
     assert "characters omitted" in last[-1]["content"] and "end" in last[-1]["content"]
     assert "Turn 2 of" in last[-1]["content"]  # the reminder at its end is kept
+
+
+def dead_engine(prompt: str) -> str:
+    raise EngineError("vLLM failed on a request: EngineCore encountered an issue (engine log: engine.log)")
+
+
+def test_a_sub_model_engine_that_fails_stops_the_run_with_its_message_not_an_answer():
+    """An answer built from failed sub-calls is no answer: the run ends with the engine's error (measured: an
+    engine killed for memory mid-eval gave four confident wrong answers with no sub-call made)."""
+    engine = ScriptedEngine([repl("r = llm_query('What is the number?')\nFINAL(r)"), "FINAL(guess)"], sub=dead_engine)
+    result = run(engine)
+    assert result.answer is None and result.stop_reason == "error"
+    assert "engine failed" in result.stop_detail and "EngineCore" in result.stop_detail
+    assert len(engine.root_prompts) == 1  # no further turn on a dead engine
+
+
+def test_a_structured_program_on_a_failed_engine_gives_no_answer():
+    code = {"units.py": "def to_miles(value):\n    return value * 0.621371\n\n\ndef tidy(text):\n    return text\n"}
+    engine = ScriptedEngine(["FINAL(guess)"], sub=dead_engine)
+    result = run(engine, context=code, query="Which function converts kilometres to miles?", mode="auto")
+    assert result.answer is None and result.stop_reason == "error" and "engine failed" in result.stop_detail
+    assert engine.root_prompts == []

@@ -19,7 +19,7 @@ from rlm_local.config import RLMConfig
 from rlm_local.context import PreparedContext, prepare_context
 from rlm_local.engines.base import Engine, Generation, GenerationRequest, SamplingOptions
 from rlm_local.engines.token_count import most_tokens
-from rlm_local.errors import ModelError, PromptTooLong, RLMError
+from rlm_local.errors import EngineError, ModelError, PromptTooLong, RLMError
 from rlm_local.parsing import FinalAnswer, extract_code_blocks, find_final, outside_code, strip_think
 from rlm_local.repl.sandbox import Sandbox
 from rlm_local.repl.session import CellResult, ReplSession, StateLost
@@ -225,6 +225,8 @@ class RLMRun:
             repeated = self.guards.ran_before(blocks)
             self.guards.seen_code.update(blocks)
             outputs, code_final = await self._run_blocks(session, blocks)
+            if self.tree.budget.failed:  # what the cell printed or answered came from failed sub-calls
+                raise self.tree.budget.exceeded
             if blocks:
                 self._last_cell_failed = self._cell_failed
             answer, note = await self._resolve_final(session, reply, code_final, ran_code=bool(blocks))
@@ -531,6 +533,9 @@ class RLMRun:
         else:
             calls = [self._llm_call(p, options, kind) for p in prompt_list[:granted]]
         results = await asyncio.gather(*calls, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, EngineError)), None)
+        if failure is not None:  # no answer the model's code can use: the run stops with the engine's message
+            budget.fail(f"the sub-model's engine failed: {failure}")
         answers = [r if isinstance(r, str) else _subcall_error(r) for r in results]
         refused = f"Error: not run: {budget.exceeded.detail}" if budget.exceeded else "Error: not run"
         return answers + [refused] * (len(prompt_list) - granted)

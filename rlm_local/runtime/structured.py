@@ -362,6 +362,8 @@ async def run_structured(run: RLMRun, session: ReplSession) -> Outcome:
     code = program(plan, run.query)
     run.turn += 1
     result = await session.execute(code)
+    if run.tree.budget.failed:  # the program's answer would come from sub-calls that failed
+        raise run.tree.budget.exceeded
     output = run.format_cell(result)
     run.printed.append(output)
     answer = result.final if result.final not in (None, "", "None", "NONE") else None
