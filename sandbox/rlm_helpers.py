@@ -661,14 +661,13 @@ def agreements(
     for every one left when CHECK_SECONDS have passed."""
     if reference is None:
         return [0] * len(functions)
-    examples = examples + derived_examples(examples)
-    wants = [_run(reference, args) for args in examples]
+    runs = [(args, _run(reference, args)) for args in examples + derived_examples(examples)]
+    checks = [(args, want) for args, want in runs if want is not _FAILED and want is not None]  # once, not per function
     deadline = time.monotonic() + CHECK_SECONDS
     agreed = []
     for name, source in functions:
-        candidate = _defined(source, name) if time.monotonic() < deadline else None
-        pairs = zip(examples, wants, strict=True) if candidate is not None else ()
-        agreed.append(sum(want not in (_FAILED, None) and _same(_run(candidate, args), want) for args, want in pairs))
+        candidate = _defined(source, name) if checks and time.monotonic() < deadline else None
+        agreed.append(0 if candidate is None else sum(_same(_run(candidate, args), want) for args, want in checks))
     return agreed
 
 
