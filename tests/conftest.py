@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests send SIGINT to the processes they start. A suite started as a script's background job has SIGINT ignored,
 # and every child would inherit that: Python's own handler here makes the children start with the default.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+from servers import SharedVllmServer  # noqa: E402  (found through the path set above)
 
 SANDBOX_LABEL = "rlm-local.sandbox"
 OWNER_PID = "rlm-local.owner-pid"
@@ -56,3 +59,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leftovers:
         print(f"\nFAILED: {len(leftovers)} sandbox container(s) left after the tests: {', '.join(leftovers)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedVllmServer]:
+    """The OpenAI-compatible server of the test model, shared by the modules that talk to one (started on first
+    use, stopped after the suite)."""
+    server = SharedVllmServer(tmp_path_factory.mktemp("vllm-server"))
+    yield server
+    server.stop()

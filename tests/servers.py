@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,3 +59,39 @@ def wait_until_serving(server: subprocess.Popen, url: str, log_path: Path, timeo
         if time.monotonic() - started > timeout_s:
             raise RuntimeError(f"the vLLM server did not answer in {timeout_s:.0f} s: {log_path.read_text()[-3000:]}")
         time.sleep(1)
+
+
+class SharedVllmServer:
+    """One `vllm serve` of the test model for every test module that needs an OpenAI-compatible server: a start
+    costs over a minute on CPU. `start()` launches it unless it is running (a test that killed it, to see the
+    error a client gets, leaves the next user a fresh one) and returns at once; `wait()` blocks until it serves."""
+
+    def __init__(self, log_dir: Path, served_name: str = "qwen-test") -> None:
+        self.log_dir = log_dir
+        self.served_name = served_name
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self._starts = 0
+
+    def start(self) -> SharedVllmServer:
+        from rlm_local.models import resolve_model
+
+        if self.process is None or self.process.poll() is not None:
+            self._starts += 1
+            model = resolve_model(None, prepare=False)
+            self.process, self.url = launch_vllm_server(model, self.served_name, self.log_path)
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"server-{self._starts}.log"
+
+    def wait(self) -> str:
+        assert self.process is not None, "start() first"
+        wait_until_serving(self.process, self.url, self.log_path)
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)

@@ -5,33 +5,22 @@ engine's batch variance, below)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, launch_vllm_server, wait_until_serving
+from servers import SharedVllmServer, free_port
 
-from rlm_local.models import resolve_model
 from rlm_local.synthetic import needle_task
 
 pytestmark = pytest.mark.engine
-JOBS = 12
+JOBS = 8
 
 
 @pytest.fixture(scope="module")
-def vllm_url(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    model = resolve_model(None, prepare=False)
-    server, url = launch_vllm_server(model, "qwen-test", log_path)
-    try:
-        wait_until_serving(server, url, log_path)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
+def vllm_url(vllm_server: SharedVllmServer) -> str:
+    return vllm_server.start().wait()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import launch_vllm_server, wait_until_serving
+from servers import SharedVllmServer
 
 from rlm_local.config import EngineConfig
 from rlm_local.engines.base import GenerationRequest, SamplingOptions
@@ -216,35 +216,32 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-async def real_pair(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A real vLLM OpenAI server (subprocess) and an in-process engine with the same model, started together."""
+async def real_pair(vllm_server: SharedVllmServer):  # type: ignore[no-untyped-def]
+    """The shared real vLLM OpenAI server (subprocess) and an in-process engine with the same model, started
+    together."""
     from rlm_local.engines.vllm_engine import VLLMEngine
     from rlm_local.models import resolve_model
 
     model = resolve_model(None, prepare=False)
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     started = time.monotonic()
-    server, url = launch_vllm_server(model, "qwen-test", log_path)
+    vllm_server.start()
     local = await VLLMEngine.start(
         EngineConfig(model=model, max_model_len=4096, max_num_seqs=8, cpu_kv_cache_gib=2, enforce_eager=True)
     )
-    await asyncio.to_thread(wait_until_serving, server, url, log_path)
+    url = await asyncio.to_thread(vllm_server.wait)
     print(f"server and in-process engine ready in {time.monotonic() - started:.0f} s")
     remote = await OpenAIEngine.start(
         EngineConfig(
             backend="openai",
             base_url=url,
             model=model,
-            served_model_name="qwen-test",
+            served_model_name=vllm_server.served_name,
             extra_engine_args={"max_retries": 2},
         )
     )
-    yield local, remote, server
+    yield local, remote, vllm_server.process
     await remote.close()
     await local.close()
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
 
 
 @pytest.mark.engine
