@@ -1,18 +1,19 @@
 """The viewer page of a real run (a docs/eval trajectory) in a real browser: headless Chromium (Debian's, driven by
 Playwright) finds every turn and sub-call, a sub-call opens on a click, the page's script runs under its own
 Content-Security-Policy, and the screenshot the README shows is saved. Never skipped: without Chromium it fails.
-Then (`-m engine`) the page `rlm-local run --view` writes for a fresh run on the real engine."""
+Then (`-m engine`) a quiet `rlm-local run --view` on the real engine: the answer alone on stdout, and its page."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from rlm_local.synthetic import counting_task
+from rlm_local.synthetic import needle_task
 from rlm_local.viewer import write_view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,25 +76,31 @@ def test_the_viewer_page_of_a_real_run_in_headless_chromium(tmp_path):
 
 
 @pytest.mark.engine
-def test_run_view_of_a_fresh_run_in_headless_chromium(tmp_path):
-    """`rlm-local run --view` on the real engine and the Docker sandbox: the page it writes holds every turn and
-    sub-call of the trajectory beside it (the screenshot is left to the test above: a stored run gives the same
-    picture every time)."""
+def test_a_quiet_run_prints_the_answer_alone_and_its_view_shows_every_turn_and_sub_call(tmp_path):
+    """`rlm-local run --quiet --view` on the real engine and the Docker sandbox: stdout is the answer alone, stderr
+    the page's path and the run's summary line (no engine chatter: vLLM's lines go to the engine log), and the page
+    it writes holds every turn and sub-call of the trajectory beside it (the screenshot is left to the test above: a
+    stored run gives the same picture every time). One CLI run for both: each starts an engine, a minute on CPU."""
     from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh` (`make test` does)"
-    task = counting_task(5, documents=8, chars_per_document=1_200)
-    folder = tmp_path / "inspections"
-    folder.mkdir()
-    for i, text in enumerate(task.context):
-        (folder / f"house-{i:02d}.txt").write_text(text)
+    task = needle_task(2, chars=20_000)
+    context = tmp_path / "context.txt"
+    context.write_text(task.context)
     trajectory = tmp_path / "run.jsonl"
-    command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(folder), "--query", task.query]
+    command = [sys.executable, "-m", "rlm_local.cli", "run", "--context", str(context), "--query", task.query]
     command += ["--sandbox", "docker", "--max-model-len", "4096", "--quiet", "--trajectory", str(trajectory), "--view"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert done.returncode in (0, 1), done.stderr[-2000:]
+    logs = tmp_path / "logs"
+    env = {**os.environ, "RLM_LOCAL_LOG_DIR": str(logs)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines() == [done.stdout.strip()]  # one line: the answer, no engine log lines
+    assert task.answer in done.stdout
     page_path = trajectory.with_suffix(".html")
-    assert f"[view: {page_path}]" in done.stderr
+    view_line, summary = done.stderr.strip().splitlines()  # no engine chatter, no traceback
+    assert view_line == f"[view: {page_path}]" and "turns" in summary, done.stderr[-3000:]
+    [engine_log] = logs.glob("engine-*.log")  # vLLM's own lines, its engine processes' included, are kept here
+    assert "EngineCore" in engine_log.read_text()
     events = [json.loads(line) for line in trajectory.read_text().splitlines()]
     turns = sum(e["event"] == "turn" for e in events)
     subcalls = sum(e["event"] == "subcall" for e in events)
