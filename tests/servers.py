@@ -71,6 +71,7 @@ class SharedVllmServer:
         self.served_name = served_name
         self.process: subprocess.Popen | None = None
         self.url = ""
+        self.log_path = log_dir / "server-0.log"
         self._starts = 0
 
     def start(self) -> SharedVllmServer:
@@ -78,13 +79,10 @@ class SharedVllmServer:
 
         if self.process is None or self.process.poll() is not None:
             self._starts += 1
+            self.log_path = self.log_dir / f"server-{self._starts}.log"  # a restart keeps the killed one's log
             model = resolve_model(None, prepare=False)
             self.process, self.url = launch_vllm_server(model, self.served_name, self.log_path)
         return self
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"server-{self._starts}.log"
 
     def wait(self) -> str:
         assert self.process is not None, "start() first"
