@@ -30,6 +30,7 @@ from rlm_local.engines.base import GenerationRequest, SamplingOptions
 from rlm_local.engines.engine_log import new_log_path
 from rlm_local.engines.vllm_engine import VLLMEngine
 from rlm_local.eval.families.records import SLOTS, TEMPLATES
+from rlm_local.eval.scoring import score_answer
 from rlm_local.eval.tasks import make_task
 from rlm_local.runtime.choose import TOP_LOGPROBS, choice_probabilities
 from rlm_local.runtime.structured import CATEGORY_QUESTION, CLEAREST_SHARE, PersonRule, person_rule
@@ -64,11 +65,9 @@ def kept_people(flags: list[bool], who: list[str], rule: PersonRule) -> list[str
     return sorted(person for person, c in tally.items() if rule.keeps(c["yes"], c["no"]))
 
 
-def score(kept: list[str], rule: PersonRule, gold: list[str]) -> tuple[float, bool]:
-    got = {f"{a} & {b}" for a, b in combinations(kept, 2)} if rule.pairs else set(kept)
-    hits = len(got & set(gold))
-    f1 = 2 * hits / (len(got) + len(gold)) if got or gold else 1.0
-    return f1, got == set(gold)
+def answer(kept: list[str], rule: PersonRule) -> str:
+    """The answer as the per-person program writes it, for the evaluation's own scoring."""
+    return "\n".join(f"{a} & {b}" for a, b in combinations(kept, 2)) if rule.pairs else ", ".join(kept)
 
 
 async def main() -> None:
@@ -139,9 +138,10 @@ async def main() -> None:
                 print(f"  ten likeliest: {[(round(scores[i], 3), true_label(records[i])) for i in order[:10]]}")
                 for name, chosen in ways.items():
                     kept = kept_people(chosen, who, rule)
-                    f1, exact = score(kept, rule, task.gold)
+                    got = score_answer(task, answer(kept, rule))
                     right = sum(c and t for c, t in zip(chosen, truth, strict=True))
-                    print(f"  {name:<22} flagged {sum(chosen):3d} ({right} true), kept {len(kept)}: F1 {f1:.2f}", exact)
+                    found = f"flagged {sum(chosen):3d} ({right} true), kept {len(kept)}"
+                    print(f"  {name:<22} {found}: F1 {got.score:.2f}, exact {got.exact}")
     finally:
         await engine.close()
 
